@@ -1,0 +1,38 @@
+"""torchheat: PyTorch tensors split across processes (MPI, torch.distributed, or one process).
+
+Examples
+--------
+>>> import torch, torchheat as th
+>>> x = th.distribute(torch.arange(50.).reshape(50, 1).repeat(1, 3), split=0)
+>>> x.shape
+torch.Size([50, 3])
+>>> float(x.sum()) == 3 * sum(range(50))
+True
+"""
+from . import debug, dispatch, layout, ops  # noqa: F401  (ops registers the rule families)
+from .comm import Communicator, get_comm, set_comm
+from .config import NotDistributedError, config
+from .ops.creation import (
+    arange, distribute, empty, empty_like, eye, from_local, full, full_like, linspace, logspace, ones, ones_like,
+    zeros, zeros_like,
+)
+from .tensor import DistTensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug",
+    "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
+    "zeros_like", "ones_like", "empty_like", "full_like", "global_str",
+]
+
+
+def global_str(x) -> str:
+    """The global tensor formatted like ``repr(torch.Tensor)`` (collective: every rank calls it).
+
+    Gathers the tensor onto rank 0 for formatting; other ranks get an empty string.
+    """
+    if not isinstance(x, DistTensor):
+        return repr(x)
+    full_tensor = x.gather(0)
+    return "" if full_tensor is None else f"{full_tensor!r} (split={x.split}, ranks={x.comm.size})"

@@ -1,0 +1,198 @@
+"""The MPI communicator (mpi4py), for jobs launched by ``mpiexec`` or ``srun``.
+
+Tensor data travels as raw memory (never pickled). Strided views are described to MPI
+with derived datatypes, so a resplit along a non-contiguous axis copies nothing on
+either side. CUDA chunks go straight to a CUDA-aware MPI (``TORCHHEAT_CUDA_AWARE_MPI=1``
+or an Open MPI/MPICH build that reports it), else they are staged through host memory.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, List, Optional
+
+import torch
+
+from .base import Communicator
+
+from mpi4py import MPI  # noqa: E402  (imported only when this backend is chosen)
+
+_OPS = {"sum": MPI.SUM, "prod": MPI.PROD, "max": MPI.MAX, "min": MPI.MIN}
+
+
+def _cuda_aware() -> bool:
+    """Whether MPI can read CUDA memory: ``TORCHHEAT_CUDA_AWARE_MPI`` decides, else the
+    switches Open MPI and Cray MPICH set when they are built for it."""
+    flag = os.environ.get("TORCHHEAT_CUDA_AWARE_MPI")
+    if flag is not None:
+        return flag.lower() not in ("0", "", "false", "no")
+    return os.environ.get("OMPI_MCA_opal_cuda_support") == "true" or os.environ.get("MPICH_GPU_SUPPORT_ENABLED") == "1"
+
+
+def _storage_bytes(t: torch.Tensor):
+    """The whole storage behind ``t`` as a writable byte buffer MPI can address."""
+    base = torch.empty(0, dtype=torch.uint8, device=t.device)
+    base.set_(t.untyped_storage())
+    return base if t.is_cuda else base.numpy()
+
+
+def _bytes(t: torch.Tensor):
+    """A contiguous tensor's own memory as a byte buffer (CPU: numpy view; CUDA: the tensor)."""
+    flat = t.reshape(-1).view(torch.uint8)
+    return flat if t.is_cuda else flat.numpy()
+
+
+def _view_type(v: torch.Tensor) -> MPI.Datatype:
+    """An MPI datatype describing a strided view's elements (trailing contiguous dims merged)."""
+    item = v.element_size()
+    shape, strides = v.shape, v.stride()
+    block, k = item, v.dim()
+    while k > 0 and (shape[k - 1] == 1 or strides[k - 1] * item == block):
+        block *= shape[k - 1]
+        k -= 1
+    dtype = MPI.BYTE.Create_contiguous(block)
+    for d in range(k - 1, -1, -1):
+        outer = dtype.Create_hvector(shape[d], 1, strides[d] * item)
+        dtype.Free()
+        dtype = outer
+    return dtype.Commit()
+
+
+class _Request:
+    """A pending point-to-point operation; ``wait()`` completes it."""
+
+    def __init__(self, req, finish=None):
+        self._req, self._finish = req, finish
+
+    def wait(self):
+        self._req.Wait()
+        if self._finish is not None:
+            self._finish()
+
+
+def _abort_on_uncaught_exception() -> None:
+    """An exception that ends one rank's program aborts the job instead of leaving the
+    other ranks waiting in a collective forever."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        MPI.COMM_WORLD.Abort(1)
+
+    sys.excepthook = hook
+
+
+class MPICommunicator(Communicator):
+    """Communicator over an ``mpi4py.MPI.Comm`` (default ``COMM_WORLD``).
+
+    Examples
+    --------
+    >>> comm = MPICommunicator()          # doctest: +SKIP
+    >>> comm.allreduce(torch.ones(1))     # doctest: +SKIP
+    tensor([4.])                          # on 4 ranks
+    """
+
+    backend = "mpi"
+
+    def __init__(self, mpi_comm: Optional[MPI.Comm] = None):
+        self.mpi = mpi_comm if mpi_comm is not None else MPI.COMM_WORLD
+        self._rank, self._size = self.mpi.Get_rank(), self.mpi.Get_size()
+        self.cuda_aware = _cuda_aware()
+        if mpi_comm is None and self._size > 1:
+            _abort_on_uncaught_exception()
+
+    @property
+    def rank(self) -> int:
+        return self._rank
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def _staged(self, t: torch.Tensor) -> bool:
+        return t.is_cuda and not self.cuda_aware
+
+    def barrier(self) -> None:
+        self.mpi.Barrier()
+
+    def _bcast(self, t, root):
+        work = t.cpu() if self._staged(t) else t
+        self.mpi.Bcast(_bytes(work), root=root)
+        if work is not t:
+            t.copy_(work)
+
+    def _allreduce(self, t, op):
+        work = t.cpu() if self._staged(t) else t
+        buf = work.reshape(-1) if work.is_cuda else work.reshape(-1).numpy()
+        self.mpi.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
+        if work is not t:
+            t.copy_(work)
+
+    def _allgather_list(self, t, shapes):
+        item = t.element_size()
+        sizes = [item * torch.Size(s).numel() for s in shapes]
+        device = "cpu" if self._staged(t) else t.device
+        out = torch.empty(sum(sizes), dtype=torch.uint8, device=device)
+        displs = [sum(sizes[:i]) for i in range(len(sizes))]
+        self.mpi.Allgatherv(_bytes(t.to(device)), [_bytes(out), sizes, displs, MPI.BYTE])
+        parts = torch.split(out, sizes)
+        return [p.view(t.dtype).reshape(s).to(t.device) for p, s in zip(parts, shapes)]
+
+    def _exchange(self, sends, recvs):
+        staged = any(v is not None and self._staged(v) for v in sends + recvs)
+        if staged:
+            host_recvs = [None if r is None else torch.empty(r.shape, dtype=r.dtype) for r in recvs]
+            self._alltoallw([None if s is None else s.cpu() for s in sends], host_recvs)
+            for r, h in zip(recvs, host_recvs):
+                if r is not None:
+                    r.copy_(h)
+        else:
+            self._alltoallw(sends, recvs)
+
+    def _alltoallw(self, sends, recvs):
+        def spec(views):
+            anchor = next((v for v in views if v is not None), None)
+            if anchor is None:
+                return [bytearray(1), [0] * self.size, [0] * self.size, [MPI.BYTE] * self.size], []
+            buf = _storage_bytes(anchor)
+            base = anchor.untyped_storage().data_ptr()
+            types = [MPI.BYTE if v is None else _view_type(v) for v in views]
+            counts = [0 if v is None else 1 for v in views]
+            displs = [0 if v is None else v.data_ptr() - base for v in views]
+            return [buf, counts, displs, types], [t for t in types if t != MPI.BYTE]
+
+        sspec, sfree = spec(sends)
+        rspec, rfree = spec(recvs)
+        try:
+            self.mpi.Alltoallw(sspec, rspec)
+        finally:
+            for t in sfree + rfree:
+                t.Free()
+
+    def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
+        self.mpi.Send(_bytes(t.detach().contiguous().cpu() if self._staged(t) else t.detach().contiguous()), dest, tag)
+
+    def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
+        work = torch.empty(t.shape, dtype=t.dtype) if self._staged(t) else t
+        self.mpi.Recv(_bytes(work), source, tag)
+        if work is not t:
+            t.copy_(work)
+        return t
+
+    def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> _Request:
+        work = t.detach().contiguous()
+        work = work.cpu() if self._staged(work) else work
+        req = self.mpi.Isend(_bytes(work), dest, tag)
+        return _Request(req, finish=lambda: work)  # keeps the buffer alive until wait()
+
+    def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> _Request:
+        work = torch.empty(t.shape, dtype=t.dtype) if self._staged(t) else t
+        req = self.mpi.Irecv(_bytes(work), source, tag)
+        return _Request(req, finish=None if work is t else (lambda: t.copy_(work)))
+
+    def allgather_obj(self, obj: Any) -> List[Any]:
+        return self.mpi.allgather(obj)
+
+    def split(self, color: int, key: Optional[int] = None) -> "MPICommunicator":
+        return MPICommunicator(self.mpi.Split(color, self.rank if key is None else key))

@@ -1,0 +1,81 @@
+"""Helpers for tests of distributed code: build every layout of a tensor, compare with torch.
+
+Every rank builds the same global input, torchheat runs on the distributed versions, and
+the gathered result is compared with plain torch on the global input.
+
+Examples
+--------
+>>> import torch, torchheat as th
+>>> from torchheat.testing import layouts, assert_dist_close
+>>> t = torch.arange(12.).reshape(4, 3)
+>>> for x in layouts(t):
+...     assert_dist_close(x * 2, t * 2)
+"""
+from __future__ import annotations
+
+from typing import Iterator, Optional
+
+import torch
+
+from . import layout
+from .comm import get_comm
+from .ops.creation import distribute
+from .tensor import DistTensor
+
+
+def skewed_counts(n: int, p: int) -> layout.Counts:
+    """An unbalanced layout of n rows: rank 0 empty, the rest balanced in reverse order.
+
+    >>> skewed_counts(5, 3)
+    (0, 2, 3)
+    """
+    if p == 1:
+        return (n,)
+    return (0,) + tuple(reversed(layout.balanced_counts(n, p - 1)))
+
+
+def layouts(t: torch.Tensor, comm=None, unbalanced: bool = True, requires_grad: bool = False) -> Iterator[DistTensor]:
+    """Every distribution of ``t``: replicated, split along each axis balanced, and (with
+    ``unbalanced``) along each axis with an empty chunk on rank 0.
+
+    With ``requires_grad`` each yielded DistTensor is a fresh leaf that requires grad.
+    """
+    comm = comm or get_comm()
+    t = t.detach()
+    options = [(None, None)]
+    for axis in range(t.dim()):
+        options.append((axis, None))
+        if unbalanced and comm.size > 1:
+            options.append((axis, skewed_counts(t.shape[axis], comm.size)))
+    for split, counts in options:
+        x = distribute(t, split, comm=comm, counts=counts)
+        if requires_grad:
+            x.requires_grad_(True)
+        yield x
+
+
+def check_layout(x: DistTensor) -> None:
+    """Assert a DistTensor's metadata is consistent with its local chunk (on this rank)."""
+    assert isinstance(x, DistTensor), f"expected a DistTensor, got {type(x).__name__}"
+    lshape = x.lshape
+    if x.split is None:
+        assert lshape == x.shape, f"replicated tensor: local shape {tuple(lshape)} != global {tuple(x.shape)}"
+        return
+    counts = x.counts
+    assert len(counts) == x.comm.size and sum(counts) == x.shape[x.split], f"counts {counts} vs shape {tuple(x.shape)}"
+    expected = layout.local_shape(x.shape, x.split, counts[x.comm.rank])
+    assert lshape == expected, f"local shape {tuple(lshape)} != {tuple(expected)} (split={x.split}, counts={counts})"
+
+
+def assert_dist_close(actual, expected: torch.Tensor, *, rtol: Optional[float] = None, atol: Optional[float] = None,
+                      split: Optional[int] = -1, equal_nan: bool = True) -> None:
+    """Assert a DistTensor equals ``expected`` globally: shape, dtype, values (and layout).
+
+    ``split`` (when not -1) is the split axis the result must have. Collective.
+    """
+    check_layout(actual)
+    if split != -1:
+        assert actual.split == split, f"split {actual.split} != expected {split}"
+    assert actual.shape == expected.shape, f"global shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    full = actual.full().detach()
+    torch.testing.assert_close(full, expected.detach(), rtol=rtol, atol=atol, equal_nan=equal_nan)
