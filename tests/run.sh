@@ -20,4 +20,8 @@ for n in 1 2 3; do
 done
 run "torch backend (torchrun, gloo), 2 workers" torchrun --nproc_per_node=2 --master_port="${TORCHHEAT_TEST_PORT:-29533}" \
   tests/run_pytest.py "${pytest_args[@]}"
+if [ $# -eq 0 ]; then
+  run "examples/quickstart.py, 1 process" python examples/quickstart.py
+  run "examples/quickstart.py, mpi, 2 processes" mpiexec -n 2 python examples/quickstart.py
+fi
 exit $status

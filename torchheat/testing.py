@@ -71,11 +71,30 @@ def assert_dist_close(actual, expected: torch.Tensor, *, rtol: Optional[float] =
                       split: Optional[int] = -1, equal_nan: bool = True) -> None:
     """Assert a DistTensor equals ``expected`` globally: shape, dtype, values (and layout).
 
-    ``split`` (when not -1) is the split axis the result must have. Collective.
+    ``split`` (when not -1) is the split axis the result must have. Collective: the ranks
+    agree on the outcome, so a mismatch seen by one rank fails the test on every rank
+    (instead of leaving the others waiting in the next collective).
     """
-    check_layout(actual)
-    if split != -1:
-        assert actual.split == split, f"split {actual.split} != expected {split}"
-    assert actual.shape == expected.shape, f"global shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    comm = actual.comm if isinstance(actual, DistTensor) else get_comm()
+    problem = None
+    try:
+        check_layout(actual)
+        if split != -1:
+            assert actual.split == split, f"split {actual.split} != expected {split}"
+        assert actual.shape == expected.shape, f"global shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    except AssertionError as err:
+        problem = str(err)
+    _agree(comm, problem)
     full = actual.full().detach()
-    torch.testing.assert_close(full, expected.detach(), rtol=rtol, atol=atol, equal_nan=equal_nan)
+    try:
+        torch.testing.assert_close(full, expected.detach(), rtol=rtol, atol=atol, equal_nan=equal_nan)
+    except AssertionError as err:
+        problem = str(err)
+    _agree(comm, problem)
+
+
+def _agree(comm, problem: Optional[str]) -> None:
+    """Share each rank's failure message; raise the first one on every rank."""
+    failed = [(r, p) for r, p in enumerate(comm.allgather_obj(problem)) if p is not None]
+    if failed:
+        raise AssertionError(f"on rank(s) {[r for r, _ in failed]}: {failed[0][1]}")
