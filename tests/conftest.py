@@ -19,3 +19,20 @@ def comm():
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Coverage per family of the tests that declare one (``record_property("family", ...)``,
+    as tests/test_opinfo.py does): passed / all, skipped (excluded) ops counted as not passed."""
+    tally = {}
+    for outcome in ("passed", "failed", "skipped"):
+        for report in terminalreporter.stats.get(outcome, []):
+            family = dict(getattr(report, "user_properties", ())).get("family")
+            if family is not None and report.when == "call":
+                passed, total = tally.get(family, (0, 0))
+                tally[family] = (passed + (outcome == "passed"), total + 1)
+    if not tally:
+        return
+    terminalreporter.write_sep("=", "coverage per family (ops passed / ops in the family)")
+    for family, (passed, total) in sorted(tally.items()) + [("total", tuple(map(sum, zip(*tally.values()))))]:
+        terminalreporter.write_line(f"{family:>12}: {passed:4d} / {total:4d}  ({100 * passed / total:5.1f}%)")

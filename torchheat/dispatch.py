@@ -40,6 +40,7 @@ DUNDERS = {
     "remainder": ("__mod__", "__rmod__", "__imod__"),
     "pow": ("__pow__", "__rpow__", "__ipow__"),
     "neg": ("__neg__",),
+    "positive": ("__pos__",),
     "abs": ("__abs__",),
     "bitwise_not": ("__invert__",),
     "bitwise_and": ("__and__", "__rand__", "__iand__"),
@@ -71,7 +72,7 @@ def aliases(name: str) -> List[Callable]:
     """
     found = [getattr(ns, name, None) for ns in _NAMESPACES]
     found += [getattr(torch.Tensor, n, None) for n in (name, name + "_") + DUNDERS.get(name, ())]
-    found.append(getattr(torch, name + "_", None))
+    found += [getattr(ns, name + "_", None) for ns in _NAMESPACES]  # torch.relu_, F.elu_, ...
     return [f for f in dict.fromkeys(found) if f is not None]
 
 
@@ -102,6 +103,7 @@ def func_name(func: Callable) -> str:
     qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
     if qual.startswith("TensorBase."):
         qual = "Tensor." + qual[len("TensorBase."):]
+    qual = qual.removeprefix("_VariableFunctionsClass.")  # torch.where, not torch._VariableFunctionsClass.where
     mod = getattr(func, "__module__", None) or ""
     if not qual.startswith("Tensor.") and mod.startswith("torch"):
         mod = {"torch._C._special": "torch.special", "torch._C._linalg": "torch.linalg", "torch._C._nn": "torch.nn.functional",
@@ -203,7 +205,7 @@ def replicated_operand(t: torch.Tensor, comm, axis: int, start: int, count: int)
     if isinstance(t, DistTensor):
         t = t.local
     t = cf.enter_replicated(t, comm)
-    if axis >= 0 and t.shape[axis] != 1:
+    if axis >= 0 and t.shape[axis] not in (1, count):  # (count: all rows are local)
         t = t.narrow(axis, start, count)
     return t
 
@@ -261,7 +263,8 @@ def no_rule(func: Callable, args: tuple, kwargs: dict):
         return wrap_replicated(run_local(func, args, kwargs), comm)
     name = func_name(func)
     splits = [a._split for a in dists]
-    if config.fallback == "error" or func in INPLACE or _is_inplace(func):
+    writes = func in INPLACE or _is_inplace(func) or "out" in kwargs or func_name(func).endswith("__setitem__")
+    if config.fallback == "error" or writes:  # a write into a gathered copy would be lost
         raise NotDistributedError(
             f"{name} has no distributed rule for operands split along {splits} "
             f"(th.config.fallback={config.fallback!r}); resplit them to None first, or add a rule"

@@ -71,10 +71,8 @@ def normalize_split(split: Optional[int], ndim: int) -> Optional[int]:
     if not isinstance(split, int) or isinstance(split, bool):
         raise TypeError(f"split must be an int axis or None, got {type(split).__name__} {split!r}")
     if not -ndim <= split < ndim:
-        raise ValueError(
-            f"split={split} is out of range for a tensor with {ndim} dimensions "
-            f"(expected None or an axis in [{-ndim}, {ndim - 1}])"
-        )
+        expected = f"None or an axis in [{-ndim}, {ndim - 1}]" if ndim else "None: a 0-d tensor has no axis"
+        raise ValueError(f"split={split} is out of range for a tensor with {ndim} dimensions (expected {expected})")
     return split % ndim
 
 
@@ -141,6 +139,7 @@ def reduced_shape(gshape: Sequence[int], dims: Tuple[int, ...], keepdim: bool) -
     return torch.Size(n for i, n in enumerate(gshape) if i not in dims)
 
 
+@functools.lru_cache(maxsize=4096)
 def reduced_split(split: Optional[int], dims: Tuple[int, ...], keepdim: bool) -> Optional[int]:
     """Where the split axis ends up after a reduction (None if it was reduced)."""
     if split is None or split in dims:

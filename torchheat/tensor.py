@@ -129,7 +129,12 @@ class DistTensor(torch.Tensor):
     def _become(self, other: "DistTensor") -> "DistTensor":
         if other is not self:
             with DisableTorchFunctionSubclass():
+                grad = self.grad
+                if grad is not None:  # an accumulated gradient follows the data into the new layout
+                    grad = relayout(wrap(grad, self._split, self._comm, self._gshape, self._counts), other._split, other._counts)
                 self.data = other.detach()
+                if grad is not None:
+                    self.grad = grad.local
             self._split, self._gshape, self._counts = other._split, other._gshape, other._counts
         return self
 
@@ -181,7 +186,14 @@ def _rebuild(local, split, gshape, counts, requires_grad):
     """Unpickle a DistTensor's local part onto the default communicator."""
     from .comm import get_comm
 
-    return make_leaf(local, split, get_comm(), torch.Size(gshape), counts, requires_grad)
+    comm = get_comm()
+    if split is not None and (len(counts) != comm.size or local.shape[split] != counts[comm.rank]):
+        raise ValueError(
+            f"a DistTensor chunk of shape {tuple(local.shape)} saved from a layout over {len(counts)} ranks "
+            f"(counts={counts}) cannot be loaded as rank {comm.rank} of {comm.size}; expected the chunk this "
+            "rank saved, on the same number of ranks"
+        )
+    return make_leaf(local, split, comm, torch.Size(gshape), counts, requires_grad)
 
 
 def wrap(local: torch.Tensor, split: Optional[int], comm: Communicator, gshape: Sequence[int], counts=None) -> DistTensor:

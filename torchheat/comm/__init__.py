@@ -28,21 +28,35 @@ _MPI_VARS = ("PMI_RANK", "PMI_SIZE", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "MPI_L
 
 
 def detect_backend(environ=os.environ) -> str:
-    """Name of the backend the launcher's environment asks for (``mpi``, ``torch`` or ``self``)."""
+    """Name of the backend a launcher's environment asks for (``mpi``, ``torch`` or ``self``).
+
+    A pure function of the environment mapping: ``TORCHHEAT_BACKEND`` wins, then torchrun's
+    variables, then those of mpiexec/srun; with none of them it is one process.
+
+    >>> detect_backend({}), detect_backend({"PMI_RANK": "0"}), detect_backend({"TORCHELASTIC_RUN_ID": "1"})
+    ('self', 'mpi', 'torch')
+    """
     forced = environ.get("TORCHHEAT_BACKEND")
     if forced:
         if forced not in ("mpi", "torch", "self"):
             raise ValueError(f"TORCHHEAT_BACKEND={forced!r} is not a backend (expected 'mpi', 'torch' or 'self')")
         return forced
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return "torch"
     if any(v in environ for v in _TORCHRUN_VARS) or all(v in environ for v in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
         return "torch"
     if any(v in environ for v in _MPI_VARS) or int(environ.get("SLURM_NTASKS", "1")) > 1:
         return "mpi"
     return "self"
+
+
+def _default_backend() -> str:
+    # A program that set up torch.distributed itself wants its process group used.
+    backend = detect_backend(os.environ)
+    if backend == "self" and "TORCHHEAT_BACKEND" not in os.environ:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return "torch"
+    return backend
 
 
 def make_comm(backend: str) -> Communicator:
@@ -69,7 +83,7 @@ def get_comm() -> Communicator:
     """The default communicator (created on first call from the launcher's environment)."""
     global _default
     if _default is None:
-        _default = make_comm(detect_backend())
+        _default = make_comm(_default_backend())
     return _default
 
 

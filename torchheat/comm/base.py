@@ -2,7 +2,10 @@
 
 All methods take and return plain ``torch.Tensor`` objects (never DistTensors) and
 are called by every rank in the same order. Reductions accept ``op`` in
-``"sum" | "prod" | "max" | "min"``; boolean tensors also ``"land" | "lor"``.
+``"sum" | "prod" | "max" | "min" | "land" | "lor"`` for every dtype, with the same result
+on every backend: ``land``/``lor`` are logical (nonzero is true; the result keeps the
+dtype), a boolean ``sum``/``prod`` is ``lor``/``land``, and complex tensors have no
+``max``/``min``.
 """
 from __future__ import annotations
 
@@ -14,10 +17,30 @@ import torch
 from .. import debug, layout
 
 OPS = ("sum", "prod", "max", "min", "land", "lor")
+_LOGICAL = {"land": "min", "lor": "max", "sum": "max", "prod": "min", "max": "max", "min": "min"}
 
 
 def nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
+
+
+def values(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, in memory that holds its values: a lazy conjugate or negative view is
+    resolved and an efficient zero tensor (autograd's zero gradients) materialized."""
+    t = t.detach()
+    if t._is_zerotensor():
+        return torch.zeros(t.shape, dtype=t.dtype, device=t.device)
+    if t.numel() <= 1:  # torch calls it contiguous whatever its strides (x.real of one element has stride 2)
+        return t.clone(memory_format=torch.contiguous_format)
+    return t.resolve_conj().resolve_neg()
+
+
+def check_op(op: str, dtype: torch.dtype) -> None:
+    """Raise ValueError (on every rank alike) for a reduction that is not defined for ``dtype``."""
+    if op not in OPS:
+        raise ValueError(f"op={op!r} is not a reduction (expected one of {OPS})")
+    if dtype.is_complex and op in ("max", "min"):
+        raise ValueError(f"op={op!r} is not defined for complex tensors ({dtype}); expected 'sum', 'prod', 'land' or 'lor'")
 
 
 class Communicator(abc.ABC):
@@ -87,30 +110,60 @@ class Communicator(abc.ABC):
         """Broadcast ``t`` from ``root`` into ``t`` on every rank (shapes must agree); returns it."""
         debug.record("bcast", nbytes(t), self.size)
         if self.size > 1:
-            if not t.is_contiguous():
-                raise ValueError("bcast needs a contiguous tensor")
-            self._bcast(t, root)
+            work = t.detach() if t.is_contiguous() else t.detach().contiguous()
+            self._bcast(work, root)
+            if work.data_ptr() != t.data_ptr():
+                t.detach().copy_(work)
         return t
 
     def allreduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Elementwise reduction over ranks; returns a new tensor with ``t``'s dtype.
 
-        16-bit floats are reduced in float32 (no overflow, no 16-bit rounding per step).
+        16-bit floats are reduced in float32 (no overflow, no 16-bit rounding per step);
+        logical ops and booleans travel as bytes; a complex product, which not every
+        backend reduces, is folded locally from an allgather.
         """
-        if op not in OPS:
-            raise ValueError(f"op={op!r} is not a reduction (expected one of {OPS})")
+        check_op(op, t.dtype)
         debug.record("allreduce", nbytes(t), self.size)
         dtype = t.dtype
-        if dtype in (torch.float16, torch.bfloat16):
-            work = t.detach().to(torch.float32)
-        elif dtype == torch.bool:
-            work = t.detach().to(torch.uint8)
-            op = {"land": "min", "lor": "max", "max": "max", "min": "min"}.get(op, op)
+        if dtype.is_complex and op == "prod" and self.size > 1:
+            return self.allgather(t).prod(dim=0)
+        t = values(t)
+        if dtype == torch.bool or op in ("land", "lor"):
+            work = (t != 0).to(torch.uint8)
+            op = _LOGICAL[op]
+        elif dtype in (torch.float16, torch.bfloat16):
+            work = t.to(torch.float32)
         else:
-            work = t.detach().clone(memory_format=torch.contiguous_format)
+            work = t.clone(memory_format=torch.contiguous_format)
         if self.size > 1:
             self._allreduce(work, op)
         return work.to(dtype) if work.dtype != dtype else work
+
+    def reduce_scatter(self, t: torch.Tensor, counts: layout.Counts, axis: int = 0, op: str = "sum") -> torch.Tensor:
+        """Reduce ``t`` over ranks and keep this rank's chunk of the result along ``axis``.
+
+        Every rank passes a tensor of the same shape with ``sum(counts)`` rows along
+        ``axis``; rank r gets rows ``[offsets[r], offsets[r] + counts[r])`` of the
+        elementwise reduction. One all-to-all (each rank sends the others their rows),
+        then a local reduction: the same bytes as a ring reduce-scatter.
+
+        >>> import torch, torchheat as th
+        >>> comm = th.get_comm()
+        >>> counts = th.layout.balanced_counts(4, comm.size)
+        >>> comm.reduce_scatter(torch.ones(4, 2), counts).shape[0] == counts[comm.rank]
+        True
+        """
+        check_op(op, t.dtype)
+        t = t.detach()
+        axis = layout.normalize_axis(axis, t.dim(), "axis")
+        counts = layout.check_counts(counts, t.shape[axis], self.size)
+        mine = counts[self.rank]
+        # Part i of the received tensor is rank i's version of this rank's rows.
+        send = tuple(((axis, o, c),) for o, c in zip(layout.offsets(counts), counts))
+        recv = tuple(((axis, i * mine, mine),) for i in range(self.size))
+        parts = self.exchange(t, send, layout.local_shape(t.shape, axis, self.size * mine), recv)
+        return _fold(parts.unflatten(axis, (self.size, mine)), op, axis, t.dtype)
 
     def allgather(self, t: torch.Tensor) -> torch.Tensor:
         """Stack equal-shaped tensors from all ranks: result shape ``(size, *t.shape)``."""
@@ -119,7 +172,7 @@ class Communicator(abc.ABC):
     def allgather_list(self, t: torch.Tensor, shapes: Sequence[torch.Size]) -> List[torch.Tensor]:
         """Every rank's tensor (rank i's has shape ``shapes[i]``), as a list."""
         debug.record("allgather", nbytes(t), self.size)
-        t = t.detach().contiguous()
+        t = values(t).contiguous()
         if self.size == 1:
             return [t.clone()]
         return self._allgather_list(t, shapes)
@@ -132,7 +185,7 @@ class Communicator(abc.ABC):
     def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow]) -> torch.Tensor:
         """Alltoallv: send ``narrow(src, send[j])`` to rank j; return the new local tensor of
         ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i."""
-        src = src.detach()
+        src = values(src)
         out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
         sends = [layout.narrow(src, s) for s in send]
         recvs = [layout.narrow(out, r) for r in recv]
@@ -149,7 +202,7 @@ class Communicator(abc.ABC):
     def gatherv(self, t: torch.Tensor, counts: layout.Counts, axis: int, root: int = 0) -> Optional[torch.Tensor]:
         """Concatenate every rank's chunk along ``axis`` on ``root``; None on other ranks."""
         debug.record("gather", nbytes(t), self.size)
-        t = t.detach().contiguous()
+        t = values(t).contiguous()
         if self.rank != root:
             if t.numel():
                 self.send(t, root, tag=7)
@@ -174,21 +227,33 @@ class Communicator(abc.ABC):
         return self._scan(t, op, inclusive=True)
 
     def _scan(self, t: torch.Tensor, op: str, inclusive: bool) -> torch.Tensor:
+        check_op(op, t.dtype)
         # Carries are small (one row per rank): an allgather and a local fold is both simple and fast.
         allt = self.allgather(t)
         upto = self.rank + 1 if inclusive else self.rank
-        fold = {"sum": torch.sum, "prod": torch.prod, "max": torch.amax, "min": torch.amin}[op]
         if upto == 0:
             return torch.full_like(t, _identity(op, t.dtype))
-        return fold(allt[:upto], dim=0).to(t.dtype)
+        return _fold(allt[:upto], op, 0, t.dtype)
+
+
+def _fold(stacked: torch.Tensor, op: str, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """Reduce the per-rank values stacked along ``dim`` the way :meth:`Communicator.allreduce` does."""
+    if dtype == torch.bool or op in ("land", "lor"):
+        nonzero = stacked != 0
+        out = nonzero.all(dim) if _LOGICAL[op] == "min" else nonzero.any(dim)
+    else:
+        if dtype in (torch.float16, torch.bfloat16):
+            stacked = stacked.to(torch.float32)
+        out = {"sum": torch.sum, "prod": torch.prod, "max": torch.amax, "min": torch.amin}[op](stacked, dim=dim)
+    return out.to(dtype)
 
 
 def _identity(op: str, dtype: torch.dtype):
     """The neutral element of a reduction for a dtype (what rank 0 gets from an exscan)."""
+    if dtype == torch.bool or op in ("land", "lor"):
+        return _LOGICAL[op] == "min"
     if op in ("sum", "prod"):
         return 0 if op == "sum" else 1
-    if dtype == torch.bool:
-        return op == "min"
     if dtype.is_floating_point:
         return float("-inf") if op == "max" else float("inf")
     info = torch.iinfo(dtype)

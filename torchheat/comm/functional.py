@@ -6,7 +6,9 @@ A replicated tensor's gradient is the full gradient, the same on every rank. Hen
 * ``enter_replicated`` (a replicated tensor joining split data) sums the gradient over ranks;
 * ``all_gather`` (split -> replicated) keeps this rank's part of the gradient;
 * ``scatter`` (replicated -> split) gathers the gradient back;
-* ``exchange`` (split -> another split layout) runs the reverse exchange.
+* ``exchange`` (split -> another split layout) runs the reverse exchange;
+* ``reduce_scatter`` (per-rank partial sums -> split sum) gathers the gradient;
+* ``all_gather_parts`` (per-rank partial results -> stacked, replicated) keeps this rank's row.
 
 Each one skips autograd entirely when its input does not require grad.
 """
@@ -119,3 +121,77 @@ def exchange(t: torch.Tensor, comm: Communicator, send, recv, out_shape) -> torc
     if _needs_grad(t):
         return _Exchange.apply(t, comm, send, recv, out_shape)
     return comm.exchange(t, send, out_shape, recv)
+
+
+class _ReduceScatter(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, t, comm, counts, axis):
+        ctx.args = (comm, counts, axis)
+        return comm.reduce_scatter(t, counts, axis, "sum")
+
+    @staticmethod
+    def backward(ctx, grad):
+        comm, counts, axis = ctx.args
+        return comm.allgatherv(grad, counts, axis), None, None, None
+
+
+def reduce_scatter(t: torch.Tensor, comm: Communicator, counts: layout.Counts, axis: int = 0) -> torch.Tensor:
+    """This rank's chunk (``counts`` along ``axis``) of the sum over ranks of ``t``.
+
+    Every rank's ``t`` is a partial result of the full shape; each rank's part of the
+    gradient is the whole gradient of the sum, so backward is an allgather.
+
+    >>> import torch, torchheat as th
+    >>> comm = th.get_comm()
+    >>> counts = th.layout.balanced_counts(3, comm.size)
+    >>> bool((reduce_scatter(torch.ones(3), comm, counts) == comm.size).all())
+    True
+    """
+    if _needs_grad(t):
+        return _ReduceScatter.apply(t, comm, counts, axis)
+    return comm.reduce_scatter(t, counts, axis, "sum")
+
+
+def _gather_packed(parts, comm: Communicator):
+    # Tensors of any dtypes travel as one byte buffer: one collective instead of one per part.
+    flat = [p.detach().contiguous().reshape(-1).view(torch.uint8) for p in parts]
+    buf = comm.allgather(flat[0] if len(flat) == 1 else torch.cat(flat))
+    out, start = [], 0
+    for p, f in zip(parts, flat):
+        n = f.numel()
+        out.append(buf[:, start:start + n].contiguous().view(p.dtype).reshape((comm.size,) + tuple(p.shape)))
+        start += n
+    return out
+
+
+class _AllGatherParts(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, comm, *parts):
+        ctx.rank = comm.rank
+        ctx.set_materialize_grads(False)
+        out = _gather_packed(parts, comm)
+        ctx.mark_non_differentiable(*(o for o in out if not (o.is_floating_point() or o.is_complex())))
+        return tuple(out)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        wanted = ctx.needs_input_grad[1:]
+        return (None,) + tuple(g[ctx.rank] if g is not None and w else None for g, w in zip(grads, wanted))
+
+
+def all_gather_parts(parts, comm: Communicator) -> list:
+    """Every rank's ``parts`` (small tensors of any dtypes), each stacked along a new leading
+    axis of length ``comm.size``, in one collective; replicated results.
+
+    Used to combine per-rank partial results (a value and its index, a mean and its
+    spread). As for :func:`all_gather`, backward keeps this rank's row of each gradient.
+
+    >>> import torch, torchheat as th
+    >>> comm = th.get_comm()
+    >>> v, i = all_gather_parts([torch.ones(2), torch.arange(2)], comm)
+    >>> v.shape == (comm.size, 2) and i.dtype == torch.int64
+    True
+    """
+    if any(_needs_grad(p) for p in parts):
+        return list(_AllGatherParts.apply(comm, *parts))
+    return _gather_packed(parts, comm)

@@ -58,6 +58,15 @@ def _view_type(v: torch.Tensor) -> MPI.Datatype:
     return dtype.Commit()
 
 
+def _host_buffers(views: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+    """Contiguous host tensors shaped like ``views``, all in one storage (so one MPI buffer
+    with displacements addresses them)."""
+    sizes = [0 if v is None else v.numel() for v in views]
+    dtype = next(v.dtype for v in views if v is not None) if any(sizes) else torch.uint8
+    parts = torch.empty(sum(sizes), dtype=dtype).split(sizes)
+    return [None if v is None else p.view(v.shape) for p, v in zip(parts, views)]
+
+
 class _Request:
     """A pending point-to-point operation; ``wait()`` completes it."""
 
@@ -140,10 +149,12 @@ class MPICommunicator(Communicator):
         return [p.view(t.dtype).reshape(s).to(t.device) for p, s in zip(parts, shapes)]
 
     def _exchange(self, sends, recvs):
-        staged = any(v is not None and self._staged(v) for v in sends + recvs)
-        if staged:
-            host_recvs = [None if r is None else torch.empty(r.shape, dtype=r.dtype) for r in recvs]
-            self._alltoallw([None if s is None else s.cpu() for s in sends], host_recvs)
+        if any(v is not None and self._staged(v) for v in sends + recvs):
+            host_sends, host_recvs = _host_buffers(sends), _host_buffers(recvs)
+            for h, s in zip(host_sends, sends):
+                if h is not None:
+                    h.copy_(s)
+            self._alltoallw(host_sends, host_recvs)
             for r, h in zip(recvs, host_recvs):
                 if r is not None:
                     r.copy_(h)
@@ -173,8 +184,14 @@ class MPICommunicator(Communicator):
     def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
         self.mpi.Send(_bytes(t.detach().contiguous().cpu() if self._staged(t) else t.detach().contiguous()), dest, tag)
 
+    def _recv_buffer(self, t: torch.Tensor) -> torch.Tensor:
+        # MPI writes raw bytes: receive into contiguous host memory when t cannot take them.
+        if self._staged(t) or not t.is_contiguous():
+            return torch.empty(t.shape, dtype=t.dtype, device="cpu" if self._staged(t) else t.device)
+        return t
+
     def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
-        work = torch.empty(t.shape, dtype=t.dtype) if self._staged(t) else t
+        work = self._recv_buffer(t)
         self.mpi.Recv(_bytes(work), source, tag)
         if work is not t:
             t.copy_(work)
@@ -187,7 +204,7 @@ class MPICommunicator(Communicator):
         return _Request(req, finish=lambda: work)  # keeps the buffer alive until wait()
 
     def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> _Request:
-        work = torch.empty(t.shape, dtype=t.dtype) if self._staged(t) else t
+        work = self._recv_buffer(t)
         req = self.mpi.Irecv(_bytes(work), source, tag)
         return _Request(req, finish=None if work is t else (lambda: t.copy_(work)))
 

@@ -1,11 +1,24 @@
 """The one-process communicator: ``python script.py`` with no launcher and no MPI."""
 from __future__ import annotations
 
-from typing import Any, List, Optional
+import collections
+from typing import Any, Deque, Dict, List, Optional
 
 import torch
 
 from .base import Communicator
+
+
+class _Done:
+    """A request of the one-process communicator: ``wait()`` runs what is left to do."""
+
+    def __init__(self, finish):
+        self._finish = finish
+
+    def wait(self):
+        if self._finish is not None:
+            self._finish()
+            self._finish = None
 
 
 class SelfCommunicator(Communicator):
@@ -18,6 +31,9 @@ class SelfCommunicator(Communicator):
     """
 
     backend = "self"
+
+    def __init__(self) -> None:
+        self._mailbox: Dict[int, Deque[torch.Tensor]] = {}
 
     @property
     def rank(self) -> int:
@@ -42,20 +58,38 @@ class SelfCommunicator(Communicator):
     def _exchange(self, sends, recvs):
         pass
 
-    def _no_peer(self, peer: int) -> None:
-        raise ValueError(f"rank {peer} does not exist in a communicator of size 1")
+    # Point-to-point: a rank may message itself (as in MPI); messages wait in a mailbox.
+    def _check_peer(self, peer: int) -> None:
+        if peer != 0:
+            raise ValueError(f"rank {peer} does not exist in a communicator of size 1 (expected 0)")
+
+    def _post(self, t: torch.Tensor, dest: int, tag: int) -> None:
+        self._check_peer(dest)
+        self._mailbox.setdefault(tag, collections.deque()).append(t.detach().clone())
+
+    def _take(self, t: torch.Tensor, source: int, tag: int) -> torch.Tensor:
+        self._check_peer(source)
+        queue = self._mailbox.get(tag)
+        if not queue:
+            raise RuntimeError(f"recv from rank 0 with tag={tag} would wait forever: nothing was sent to this rank")
+        msg = queue.popleft()
+        if msg.shape != t.shape or msg.dtype != t.dtype:
+            raise ValueError(f"recv buffer {tuple(t.shape)} {t.dtype} does not fit the message {tuple(msg.shape)} {msg.dtype}")
+        return t.copy_(msg)
 
     def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
-        self._no_peer(dest)
+        self._post(t, dest, tag)
 
     def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
-        self._no_peer(source)
+        return self._take(t, source, tag)
 
     def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> Any:
-        self._no_peer(dest)
+        self._post(t, dest, tag)
+        return _Done(None)
 
     def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Any:
-        self._no_peer(source)
+        self._check_peer(source)
+        return _Done(lambda: self._take(t, source, tag))  # matched when waited on, like MPI
 
     def allgather_obj(self, obj: Any) -> List[Any]:
         return [obj]

@@ -15,6 +15,9 @@ import torch.distributed as dist
 from .base import Communicator
 
 _OPS = {"sum": dist.ReduceOp.SUM, "prod": dist.ReduceOp.PRODUCT, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+# Integer dtypes gloo does not reduce, and the wider dtype that gives the same result (the
+# cast back wraps exactly as the narrow arithmetic would).
+_WIDER = {torch.int16: torch.int32, torch.uint16: torch.int32, torch.uint32: torch.int64}
 
 
 def init_from_env() -> None:
@@ -25,6 +28,17 @@ def init_from_env() -> None:
     if torch.cuda.is_available() and "LOCAL_RANK" in os.environ:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
     dist.init_process_group(backend=backend)
+
+
+class _CopyOnWait:
+    """A pending receive into a contiguous buffer that ``wait()`` copies to the strided target."""
+
+    def __init__(self, work, buffer: torch.Tensor, target: torch.Tensor):
+        self._work, self._buffer, self._target = work, buffer, target
+
+    def wait(self):
+        self._work.wait()
+        self._target.copy_(self._buffer)
 
 
 class TorchCommunicator(Communicator):
@@ -58,10 +72,15 @@ class TorchCommunicator(Communicator):
         dist.barrier(group=self.group)
 
     def _bcast(self, t, root):
-        dist.broadcast(t, src=self._world[root], group=self.group)
+        dist.broadcast(t.reshape(-1).view(torch.uint8), src=self._world[root], group=self.group)  # any dtype as bytes
 
     def _allreduce(self, t, op):
-        dist.all_reduce(t, op=_OPS[op], group=self.group)
+        if t.dtype in _WIDER:
+            wide = t.to(_WIDER[t.dtype])
+            dist.all_reduce(wide, op=_OPS[op], group=self.group)
+            t.copy_(wide)
+        else:
+            dist.all_reduce(t, op=_OPS[op], group=self.group)
 
     def _allgather_list(self, t, shapes):
         # Sizes may differ per rank: gather padded byte buffers of the largest size.
@@ -89,14 +108,20 @@ class TorchCommunicator(Communicator):
         dist.send(t.detach().contiguous(), self._world[dest], group=self.group, tag=tag)
 
     def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
-        dist.recv(t, self._world[source], group=self.group, tag=tag)
+        work = t if t.is_contiguous() else torch.empty_like(t, memory_format=torch.contiguous_format)
+        dist.recv(work, self._world[source], group=self.group, tag=tag)
+        if work is not t:
+            t.copy_(work)
         return t
 
     def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> Any:
         return dist.isend(t.detach().contiguous(), self._world[dest], group=self.group, tag=tag)
 
     def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Any:
-        return dist.irecv(t, self._world[source], group=self.group, tag=tag)
+        if t.is_contiguous():
+            return dist.irecv(t, self._world[source], group=self.group, tag=tag)
+        work = torch.empty_like(t, memory_format=torch.contiguous_format)
+        return _CopyOnWait(dist.irecv(work, self._world[source], group=self.group, tag=tag), work, t)
 
     def allgather_obj(self, obj: Any) -> List[Any]:
         out: List[Any] = [None] * self.size

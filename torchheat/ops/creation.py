@@ -122,22 +122,33 @@ def from_local(t: torch.Tensor, split: Optional[int], comm: Optional[Communicato
     return wrap(t, split, comm, gshape, counts) if t.requires_grad else make_leaf(t, split, comm, gshape, counts)
 
 
-def _size(size) -> torch.Size:
-    if len(size) == 1 and isinstance(size[0], (tuple, list, torch.Size)):
-        size = size[0]
-    for n in size:
-        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
-            raise ValueError(f"size must be non-negative ints, got {tuple(size)}")
-    return torch.Size(size)
+def _probe(torch_fn, *args, **kwargs) -> torch.Tensor:
+    """``torch_fn`` called on the meta device: torch's shape, dtype and argument checks, no data.
+
+    Bad input is replayed on the CPU for the exception CPU users know (torch rejects
+    it before allocating anything).
+    """
+    try:
+        return torch_fn(*args, device="meta", **kwargs)
+    except Exception:
+        torch_fn(*args, **kwargs)
+        raise
 
 
-def _factory(make, gshape, split, comm, requires_grad):
-    """Build the local chunk with ``make(local_shape)`` and wrap it as a leaf."""
+def _factory(torch_fn, size, split, comm, requires_grad, **kw) -> DistTensor:
+    """Build this rank's chunk with ``torch_fn(local_shape, **kw)`` and wrap it as a leaf.
+
+    The call is first checked by torch on the meta device, so bad sizes and dtypes get
+    torch's own exceptions, on every rank alike.
+    """
+    device = kw.pop("device", None)
+    probe = _probe(torch_fn, *size, requires_grad=requires_grad, **kw)
     comm = _comm(comm)
-    split = layout.normalize_split(split, len(gshape))
-    counts = None if split is None else layout.balanced_counts(gshape[split], comm.size)
-    lshape = layout.local_shape(gshape, split, None if split is None else counts[comm.rank])
-    return make_leaf(make(lshape), split, comm, gshape, counts, requires_grad)
+    split = layout.normalize_split(split, probe.dim())
+    counts = None if split is None else layout.balanced_counts(probe.shape[split], comm.size)
+    lshape = layout.local_shape(probe.shape, split, None if split is None else counts[comm.rank])
+    kw["dtype"] = probe.dtype
+    return make_leaf(torch_fn(lshape, device=device, **kw), split, comm, probe.shape, counts, requires_grad)
 
 
 def zeros(*size, split=None, dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
@@ -146,7 +157,7 @@ def zeros(*size, split=None, dtype=None, device=None, comm=None, requires_grad=F
     >>> zeros(3, 2, split=0).shape
     torch.Size([3, 2])
     """
-    return _factory(lambda s: torch.zeros(s, dtype=dtype, device=device), _size(size), split, comm, requires_grad)
+    return _factory(torch.zeros, size, split, comm, requires_grad, dtype=dtype, device=device)
 
 
 def ones(*size, split=None, dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
@@ -155,7 +166,7 @@ def ones(*size, split=None, dtype=None, device=None, comm=None, requires_grad=Fa
     >>> ones(3, split=0).sum().item()
     3.0
     """
-    return _factory(lambda s: torch.ones(s, dtype=dtype, device=device), _size(size), split, comm, requires_grad)
+    return _factory(torch.ones, size, split, comm, requires_grad, dtype=dtype, device=device)
 
 
 def empty(*size, split=None, dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
@@ -164,7 +175,7 @@ def empty(*size, split=None, dtype=None, device=None, comm=None, requires_grad=F
     >>> empty(2, 5, split=1).shape
     torch.Size([2, 5])
     """
-    return _factory(lambda s: torch.empty(s, dtype=dtype, device=device), _size(size), split, comm, requires_grad)
+    return _factory(torch.empty, size, split, comm, requires_grad, dtype=dtype, device=device)
 
 
 def full(size, fill_value, split=None, dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
@@ -173,7 +184,7 @@ def full(size, fill_value, split=None, dtype=None, device=None, comm=None, requi
     >>> full((2, 2), 7, split=0).dtype
     torch.int64
     """
-    return _factory(lambda s: torch.full(s, fill_value, dtype=dtype, device=device), _size((size,)), split, comm, requires_grad)
+    return _factory(torch.full, (size,), split, comm, requires_grad, fill_value=fill_value, dtype=dtype, device=device)
 
 
 def _like(x, split, dtype, device, comm):
@@ -241,7 +252,7 @@ def arange(start, end=None, step=1, split=None, dtype=None, device=None, comm=No
     """
     if end is None:
         start, end = 0, start
-    probe = torch.arange(start, end, step, dtype=dtype, device="meta")  # torch's length and dtype
+    probe = _probe(torch.arange, start, end, step, dtype=dtype, requires_grad=requires_grad)  # torch's length, dtype, errors
     n, dtype = probe.numel(), probe.dtype
     comm, split, counts, lo, hi = _index_chunk(n, split, comm)
     if dtype.is_floating_point or dtype.is_complex:
@@ -266,9 +277,7 @@ def linspace(start, end, steps, split=None, dtype=None, device=None, comm=None, 
     >>> linspace(0, 1, 5, split=0).full().tolist()
     [0.0, 0.25, 0.5, 0.75, 1.0]
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"linspace: steps must be a non-negative int, got {steps!r}")
-    dtype = dtype or torch.get_default_dtype()
+    dtype = _probe(torch.linspace, start, end, steps, dtype=dtype, requires_grad=requires_grad).dtype
     comm, split, counts, lo, hi = _index_chunk(steps, split, comm)
     local = _linspace_chunk(float(start), float(end), steps, lo, hi, device).to(dtype)
     return make_leaf(local, split, comm, torch.Size([steps]), counts, requires_grad)
@@ -280,9 +289,7 @@ def logspace(start, end, steps, base=10.0, split=None, dtype=None, device=None, 
     >>> logspace(0, 2, 3, split=0).full().tolist()
     [1.0, 10.0, 100.0]
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"logspace: steps must be a non-negative int, got {steps!r}")
-    dtype = dtype or torch.get_default_dtype()
+    dtype = _probe(torch.logspace, start, end, steps, base, dtype=dtype, requires_grad=requires_grad).dtype
     comm, split, counts, lo, hi = _index_chunk(steps, split, comm)
     local = torch.pow(float(base), _linspace_chunk(float(start), float(end), steps, lo, hi, device)).to(dtype)
     return make_leaf(local, split, comm, torch.Size([steps]), counts, requires_grad)
@@ -295,18 +302,15 @@ def eye(n, m=None, split=None, dtype=None, device=None, comm=None, requires_grad
     [1.0, 1.0, 1.0]
     """
     m = n if m is None else m
-    gshape = _size((n, m))
+    probe = _probe(torch.eye, n, m, dtype=dtype, requires_grad=requires_grad)  # torch's checks and dtype
     comm = _comm(comm)
     split = layout.normalize_split(split, 2)
-    counts = None if split is None else layout.balanced_counts(gshape[split], comm.size)
-    lo = 0 if split is None else layout.offsets(counts)[comm.rank]
-    lshape = layout.local_shape(gshape, split, None if split is None else counts[comm.rank])
-    local = torch.zeros(lshape, dtype=dtype, device=device)
-    k = torch.arange(min(lshape[0], lshape[1]) if split is None else lshape[split], device=device)
-    if split is None:
-        local[k, k] = 1
-    else:
-        k = k[k + lo < gshape[1 - split]]
-        rows, cols = (k, k + lo) if split == 0 else (k + lo, k)
-        local[rows, cols] = 1
-    return make_leaf(local, split, comm, gshape, counts, requires_grad)
+    counts = None if split is None else layout.balanced_counts(probe.shape[split], comm.size)
+    # This rank's [begin, end) of rows and of columns; ones where the global indices agree.
+    ranges = [[0, n], [0, m]]
+    if split is not None:
+        lo = layout.offsets(counts)[comm.rank]
+        ranges[split] = [lo, lo + counts[comm.rank]]
+    rows, cols = (torch.arange(a, b, device=device) for a, b in ranges)
+    local = (rows[:, None] == cols[None, :]).to(probe.dtype)
+    return make_leaf(local, split, comm, probe.shape, counts, requires_grad)

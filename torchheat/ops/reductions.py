@@ -1,7 +1,22 @@
-"""Reductions: reduce the local chunk, then combine over ranks if the split axis was reduced.
+"""Reductions: reduce the local chunk, then combine the partial results over ranks.
 
-The result is split along the surviving split axis, or replicated when the split axis was
-reduced. 16-bit floats are accumulated and combined in float32.
+When the split axis survives a reduction, it is local (no communication) and the result
+keeps the split. When the split axis is reduced, every rank reduces its chunk and one
+collective combines the partial results; the result is replicated. Values, dtypes,
+errors and gradients are torch's on the global tensor, for uneven and empty chunks too
+(an empty chunk contributes the reduction's identity):
+
+* sums (``sum, nansum, mean, nanmean, count_nonzero, any, all``): an allreduce of the
+  partial sums, whose backward passes the gradient through;
+* non-linear combines (``prod, var, std, var_mean, std_mean, vector_norm, norm,
+  logsumexp``): the per-rank partial results (products; Chan et al.'s mean and sum of
+  squared deviations; norms; logsumexps) are gathered and combined with torch, so autograd
+  differentiates the combine too;
+* selections (``amax, amin, aminmax, max, min, argmax, argmin``): the global extreme and
+  its first global index; the gradient goes where torch sends it (shared by the ties for
+  ``amax``/``max(x)``, to the returned index for ``max(x, dim)``).
+
+16-bit floats are accumulated and combined in float32.
 
 Examples
 --------
@@ -9,78 +24,577 @@ Examples
 >>> x = th.distribute(torch.arange(12.).reshape(4, 3), split=0)
 >>> x.sum().item(), x.sum(1).split, x.mean(0).split
 (66.0, 0, None)
+>>> x.max(0).indices.tolist(), x.argmax().item()
+([3, 3, 3], 11)
 """
 from __future__ import annotations
 
+import math
+import warnings
+
 import torch
+from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
 from ..comm import functional as cf
-from ..tensor import DistTensor
+from ..tensor import DistTensor, wrap
+from .pointwise import elementwise, write_out
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+_REAL = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.complex128: torch.float64}
+_NUMPY_NAMES = {"axis": "dim", "keepdims": "keepdim"}
+_NO_INDEX = torch.iinfo(torch.int64).max  # the global index of a candidate an empty chunk does not have
 
 
-def reduce_args(args, kwargs):
-    """``(x, dims, keepdim)`` of a reduction call ``f(x, dim=None, keepdim=False, ...)``."""
-    x = args[0]
-    dim = args[1] if len(args) > 1 else kwargs.get("dim")
-    keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
-    return x, layout.reduced_dims(dim, len(x._gshape)), bool(keepdim)
+# -- calls, layouts and errors ----------------------------------------------------------------
+def bind(signature, func, args, kwargs):
+    """The arguments of a call, bound by ``signature`` (a Python stub of the torch function).
+
+    numpy's ``axis``/``keepdims`` are accepted as torch accepts them; a call torch rejects
+    gets torch's error. A plain input (with a DistTensor ``out=``) is taken as replicated.
+    """
+    call = kwargs
+    if kwargs and ("axis" in kwargs or "keepdims" in kwargs):
+        call = {_NUMPY_NAMES.get(k, k): v for k, v in kwargs.items()}
+    try:
+        bound = signature(*args, **call)
+    except TypeError:
+        d.raise_global_error(func, args, kwargs)
+    if not isinstance(bound[0], DistTensor):
+        comm = d.common_comm(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, DistTensor))
+        bound = (wrap(bound[0], None, comm, bound[0].shape),) + bound[1:]
+    return bound
+
+
+def dims_of(dim, x: DistTensor, func, args, kwargs):
+    """The normalized reduced axes (None or ``()``: all of them); torch's error for a bad ``dim``."""
+    try:
+        return layout.reduced_dims(dim, len(x._gshape))
+    except (IndexError, TypeError):
+        d.raise_global_error(func, args, kwargs)
+
+
+def one_dim(dim, x: DistTensor, func, args, kwargs):
+    """``(dim,)`` for an argument that must be one int axis (``max(x, dim)``, ``prod``, ...)."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        d.raise_global_error(func, args, kwargs)
+    return dims_of(dim, x, func, args, kwargs)
+
+
+def torch_error(func, x: DistTensor, args, kwargs):
+    """Raise torch's exception for this call on the global tensor, on every rank alike.
+
+    The call is replayed on a zero-stride CPU stand-in of the global shape (CPU kernels
+    check dtypes that meta kernels do not), then on ``dispatch.raise_global_error``'s.
+    """
+    stand_in = torch.zeros((), dtype=x.dtype).expand(x._gshape)
+    call = {k: (stand_in if v is x else v) for k, v in kwargs.items() if k != "out"}
+    try:
+        d.run_local(func, tuple(stand_in if a is x else a for a in args), call)
+    except Exception as error:
+        raise error.with_traceback(None) from None
+    d.raise_global_error(func, args, kwargs)
+
+
+def needs_grad(t: torch.Tensor) -> bool:
+    return t.requires_grad and torch.is_grad_enabled()
+
+
+def is_local(x: DistTensor, dims) -> bool:
+    """Whether reducing ``dims`` needs no communication: the split axis survives, or one
+    rank holds the whole tensor."""
+    return x._split not in dims or x._comm.size == 1
 
 
 def wrap_reduced(local, x: DistTensor, dims, keepdim):
     """Wrap a reduction's local result with the layout that survives the reduction."""
     split = layout.reduced_split(x._split, dims, keepdim)
-    return d.wrap_result(local, split, x._comm, layout.reduced_shape(x._gshape, dims, keepdim),
-                         None if split is None else x._counts)
+    gshape, counts = layout.reduced_shape(x._gshape, dims, keepdim), None if split is None else x._counts
+    if type(local) is torch.Tensor:  # the common case, without wrap_result's checks
+        return wrap(local, split, x._comm, gshape, counts)
+    return d.wrap_result(local, split, x._comm, gshape, counts)
 
 
-def _sum_over(x: DistTensor, dims, keepdim, dtype):
-    """Global sum over ``dims`` (which include the split axis), accumulated in ``dtype``."""
-    acc = torch.float32 if dtype in _LOW_PRECISION else dtype
-    with torch._C.DisableTorchFunctionSubclass():
-        part = torch.sum(x, dim=dims, keepdim=keepdim, dtype=acc)
-    return cf.all_reduce(part, x._comm, "sum")
+def local_reduction(func, args, kwargs, x: DistTensor, dims, keepdim):
+    """The reduction of the local chunk by torch itself, wrapped (the split axis survives)."""
+    out = kwargs.get("out")
+    if out is None:
+        return wrap_reduced(d.run_local(func, args, kwargs), x, dims, keepdim)
+    local = d.run_local(func, args, {k: v for k, v in kwargs.items() if k != "out"})
+    return write_out(out, wrap_reduced(local, x, dims, keepdim), func, (args, kwargs))
 
 
-def _out_dtype(x, kwargs, integral_to_long: bool):
-    dtype = kwargs.get("dtype")
-    if dtype is not None:
-        return dtype
-    if integral_to_long and (x.dtype == torch.bool or not (x.dtype.is_floating_point or x.dtype.is_complex)):
-        return torch.int64
-    return x.dtype
+def finish(result, x: DistTensor, dims, keepdim, func, args, kwargs):
+    """A reduction over the split axis, computed with keepdim alike on every rank: drop the
+    reduced axes, wrap it replicated, write ``out=``."""
+    if not keepdim:
+        result = _each(lambda t: t.squeeze(dims), result)
+    result = d.wrap_result(result, None, x._comm, layout.reduced_shape(x._gshape, dims, keepdim), None)
+    out = kwargs.get("out")
+    return result if out is None else write_out(out, result, func, (args, kwargs))
+
+
+def _each(fn, result):
+    return fn(result) if isinstance(result, torch.Tensor) else type(result)(fn(t) for t in result)
+
+
+def _numel(shape, dims) -> int:
+    return math.prod(shape[i] for i in dims)
+
+
+def sum_dtype(dtype: torch.dtype) -> torch.dtype:
+    """torch's result dtype of a sum or product: integers and bools add up in int64."""
+    return dtype if dtype.is_floating_point or dtype.is_complex else torch.int64
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _LOW_PRECISION else dtype
+
+
+def real_or_complex(dtype: torch.dtype) -> bool:
+    return dtype.is_floating_point or dtype.is_complex
+
+
+# -- sums ----------------------------------------------------------------------------------
+def _reduce_sig(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    return input, dim, keepdim, dtype
+
+
+def _dim_sig(input, dim=None, keepdim=False, *, out=None):
+    return input, dim, keepdim
+
+
+def _aminmax_sig(input, *, dim=None, keepdim=False, out=None):
+    return input, dim, keepdim
+
+
+def _logsumexp_sig(input, dim, keepdim=False, *, out=None):
+    return input, dim, keepdim
+
+
+def _count_sig(input, dim=None):
+    return input, dim
 
 
 def sum_(func, args, kwargs):
-    """``sum`` / ``nansum``-style: partial sums per rank, then an allreduce."""
-    x, dims, keepdim = reduce_args(args, kwargs)
-    if x._split not in dims:
-        return wrap_reduced(d.run_local(func, args, kwargs), x, dims, keepdim)
-    if "out" in kwargs:
-        raise TypeError(f"{d.func_name(func)}: out= is not supported when reducing the split axis")
-    dtype = _out_dtype(x, kwargs, integral_to_long=True)
-    total = _sum_over(x, dims, keepdim, dtype)
-    return wrap_reduced(total if total.dtype == dtype else total.to(dtype), x, dims, keepdim)
+    """``sum``, ``nansum``: partial sums per rank, then one allreduce."""
+    x, dim, keepdim, dtype = bind(_reduce_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    nan = func in _NAN
+    if nan and x.dtype.is_complex:
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    dtype = dtype or sum_dtype(x.dtype)
+    part = (torch.nansum if nan else torch.sum)(x, dims, keepdim=True, dtype=acc_dtype(dtype))
+    return finish(cf.all_reduce(part, x._comm).to(dtype), x, dims, keepdim, func, args, kwargs)
 
 
 def mean(func, args, kwargs):
-    """``mean``: the global sum divided by the global number of reduced elements."""
-    x, dims, keepdim = reduce_args(args, kwargs)
-    if x._split not in dims:
-        return wrap_reduced(d.run_local(func, args, kwargs), x, dims, keepdim)
-    dtype = _out_dtype(x, kwargs, integral_to_long=False)
-    if not (dtype.is_floating_point or dtype.is_complex):
-        d.raise_global_error(func, args, kwargs)
-    if "out" in kwargs:
-        raise TypeError(f"{d.func_name(func)}: out= is not supported when reducing the split axis")
-    n = 1
-    for i in dims:
-        n *= x._gshape[i]
-    total = _sum_over(x, dims, keepdim, dtype)
-    return wrap_reduced((total / n).to(dtype), x, dims, keepdim)
+    """``mean``: the global sum over the global number of elements; ``nanmean``: over the
+    global number of non-NaN elements (both sums travel in one allreduce)."""
+    x, dim, keepdim, dtype = bind(_reduce_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    nan = func in _NAN
+    dtype = dtype or x.dtype
+    if not real_or_complex(dtype) or (nan and not x.dtype.is_floating_point):
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    acc = acc_dtype(dtype)
+    if nan:
+        numbers = (~x.isnan()).sum(dims, keepdim=True, dtype=acc)
+        part = torch.stack([torch.nansum(x, dims, keepdim=True, dtype=acc), numbers])
+        total, n = cf.all_reduce(part, x._comm).unbind(0)
+    else:
+        total, n = cf.all_reduce(torch.sum(x, dims, keepdim=True, dtype=acc), x._comm), _numel(x._gshape, dims)
+    return finish((total / n).to(dtype), x, dims, keepdim, func, args, kwargs)
 
 
-d.register(d.aliases("sum"), sum_)
-d.register(d.aliases("mean"), mean)
+def count_nonzero(func, args, kwargs):
+    """``count_nonzero``: local counts, one allreduce."""
+    x, dim = bind(_count_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, False)
+    part = (x != 0).sum(dims, keepdim=True)
+    return finish(x._comm.allreduce(part, "sum"), x, dims, False, func, args, kwargs)
+
+
+def any_all(func, args, kwargs):
+    """``any``/``all``: local truth values, one logical allreduce. ``dim=()`` reduces nothing."""
+    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)
+    dims = () if isinstance(dim, (tuple, list)) and not dim else dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    anyone = func in _ANY
+    part = (torch.any if anyone else torch.all)(x, dims, keepdim=True)
+    return finish(x._comm.allreduce(part, "max" if anyone else "min"), x, dims, keepdim, func, args, kwargs)
+
+
+# -- non-linear combines of gathered partial results ----------------------------------------
+def prod(func, args, kwargs):
+    """``prod``: partial products per rank, multiplied over ranks (gathered when a gradient
+    is needed: torch's own product rule then handles zeros exactly)."""
+    x, dim, keepdim, dtype = bind(_reduce_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs) if dim is None else one_dim(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    dtype = dtype or sum_dtype(x.dtype)
+    if dim is None:
+        part = torch.prod(x, dtype=acc_dtype(dtype)).reshape((1,) * len(x._gshape))
+    else:
+        part = torch.prod(x, dims[0], keepdim=True, dtype=acc_dtype(dtype))
+    if needs_grad(part):
+        total = cf.all_gather_parts([part], x._comm)[0].prod(0)
+    else:
+        total = x._comm.allreduce(part, "prod")
+    return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
+
+
+def _var_sig(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+    return input, dim, unbiased, keepdim, correction
+
+
+def var_std(func, args, kwargs):
+    """``var, std, var_mean, std_mean`` with any ``correction``/``unbiased``."""
+    x, dim, unbiased, keepdim, correction = bind(_var_sig, func, args, kwargs)
+    if isinstance(dim, bool):  # var(x, unbiased)
+        dim, unbiased = None, dim
+    if correction is None:
+        correction = 0 if unbiased is False else 1
+    dims = dims_of(dim, x, func, args, kwargs)
+    if not real_or_complex(x.dtype):
+        torch_error(func, x, args, kwargs)
+    name = _VAR_NAMES[func]
+    if is_local(x, dims):
+        if x.numel():
+            return local_reduction(func, args, kwargs, x, dims, keepdim)
+        with warnings.catch_warnings():  # torch's warning would be about the empty chunk, not the tensor
+            warnings.simplefilter("ignore")
+            result = local_reduction(func, args, kwargs, x, dims, keepdim)
+        _check_dof(name, _numel(x._gshape, dims), correction)
+        return result
+    var, mean_ = moments(x, dims, correction, name)
+    spread = (_std(var) if name.startswith("std") else var).to(_REAL.get(x.dtype, x.dtype))
+    result = (spread, mean_.to(x.dtype)) if name.endswith("_mean") else spread
+    return finish(result, x, dims, keepdim, func, args, kwargs)
+
+
+def moments(x: DistTensor, dims, correction, name="var"):
+    """Global ``(var, mean)`` over ``dims`` (which include the split axis), with keepdim.
+
+    Every rank's mean and sum of squared deviations ``M2`` (from torch's own var_mean) are
+    gathered and merged in double precision by Chan et al.'s parallel formula
+    ``M2 = sum_r (M2_r + n_r |mean_r - mean|^2)``: no cancellation, however large the mean.
+    Differentiable.
+    """
+    comm = x._comm
+    per_row = _numel(x._gshape, [i for i in dims if i != x._split])
+    n = [c * per_row for c in x._counts]
+    merge = torch.complex128 if x.dtype.is_complex else torch.float64  # the partials are small
+    if n[comm.rank]:
+        var_r, mean_r = torch.var_mean(x, dims, correction=0, keepdim=True)
+        if x.dtype not in (torch.float64, torch.complex128):  # recover the digits mean_r lost to x's precision
+            mean_r = mean_r.to(merge) + (x - mean_r).mean(dims, keepdim=True).to(merge)
+    else:  # an empty chunk: no deviations, weight 0 (zeros that stay on the autograd graph)
+        mean_r = x.sum(dims, keepdim=True)
+        var_r = mean_r.abs()
+    means, m2s = cf.all_gather_parts([mean_r.to(merge), var_r.to(torch.float64) * n[comm.rank]], comm)
+    weights = torch.tensor(n, dtype=torch.float64, device=m2s.device).reshape((-1,) + (1,) * mean_r.dim())
+    total = sum(n)
+    mean_ = (weights * means).sum(0) / total
+    m2 = (m2s + weights * _abs2(means - mean_)).sum(0)
+    _check_dof(name, total, correction)
+    return m2 / max(total - correction, 0), mean_
+
+
+def _check_dof(name, n, correction):
+    if n - correction <= 0:
+        warnings.warn(f"{name}(): degrees of freedom is <= 0. Correction should be strictly less than "
+                      "the reduction factor (input numel divided by output numel).", stacklevel=5)
+
+
+def _abs2(t: torch.Tensor) -> torch.Tensor:
+    return t.real.square() + t.imag.square() if t.is_complex() else t.square()
+
+
+def _std(var: torch.Tensor) -> torch.Tensor:
+    # sqrt's gradient is infinite at 0 where torch's std has 0: take sqrt only where var > 0.
+    positive = var > 0
+    return torch.where(positive, torch.where(positive, var, 1).sqrt(), var)
+
+
+def _vector_norm_sig(x, ord=2, dim=None, keepdim=False, *, dtype=None, out=None):
+    return x, ord, dim, keepdim, dtype
+
+
+def vector_norm(func, args, kwargs):
+    """``linalg.vector_norm`` for every ``ord``."""
+    x, ord, dim, keepdim, dtype = bind(_vector_norm_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    if not real_or_complex(x.dtype):
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    return finish(norm_over_split(x, ord, dims, dtype, func, args, kwargs), x, dims, keepdim, func, args, kwargs)
+
+
+def _norm_sig(input, p="fro", dim=None, keepdim=False, out=None, dtype=None):
+    return input, p, dim, keepdim, dtype
+
+
+def norm(func, args, kwargs):
+    """``torch.norm``/``Tensor.norm``: ``'fro'`` and numbers are vector norms over ``dim``;
+    matrix norms (``'nuc'``) over the split axis are left to the linalg rules."""
+    x, p, dim, keepdim, dtype = bind(_norm_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if isinstance(p, str) and not (p == "fro" and (dim is None or isinstance(dim, int) or len(dim) <= 2)):
+        return d.no_rule(func, args, kwargs)
+    if not real_or_complex(x.dtype):
+        torch_error(func, x, args, kwargs)
+    ord = 2 if p is None or isinstance(p, str) else p
+    return finish(norm_over_split(x, ord, dims, dtype, func, args, kwargs), x, dims, keepdim, func, args, kwargs)
+
+
+def norm_over_split(x: DistTensor, ord, dims, dtype, func, args, kwargs):
+    """Global vector norm over ``dims`` (which include the split axis), with keepdim.
+
+    ``ord=0`` counts nonzeros (an allreduce); ``ord=±inf`` is the extreme of ``|x|`` (ties
+    share the gradient, as in torch); any other ord is the same norm of the per-rank norms.
+    """
+    real = _REAL.get(dtype or x.dtype, dtype or x.dtype)
+    acc = dtype or acc_dtype(x.dtype)
+    no_identity = (ord < 0 or math.isinf(ord)) and _numel(x._gshape, dims) == 0
+    if no_identity or torch.promote_types(x.dtype, acc) != acc:  # or a narrowing dtype=
+        torch_error(func, x, args, kwargs)
+    if math.isinf(ord):
+        return extreme(x.to(acc).abs(), x, dims, largest=ord > 0).to(real)
+    if ord < 0:  # an empty chunk has no negative norm: it counts as one infinite element
+        part = torch.linalg.vector_norm(nonempty(x.to(acc).abs(), x._split, False), ord, dims, keepdim=True)
+    else:
+        part = torch.linalg.vector_norm(x, ord, dims, keepdim=True, dtype=acc)
+    if ord == 0:
+        return cf.all_reduce(part, x._comm).to(real)
+    return torch.linalg.vector_norm(cf.all_gather_parts([part], x._comm)[0], ord, 0).to(real)
+
+
+def logsumexp(func, args, kwargs):
+    """``logsumexp``: the logsumexp of the per-rank logsumexps (each stable on its own:
+    both steps subtract their maximum first)."""
+    x, dim, keepdim = bind(_logsumexp_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if isinstance(dim, (tuple, list)) and not dim:
+        torch_error(func, x, args, kwargs)  # unlike sum, torch rejects dim=() here
+    dtype = x.dtype if real_or_complex(x.dtype) else torch.get_default_dtype()
+    part = torch.logsumexp(x.to(acc_dtype(dtype)), dims, keepdim=True)  # -inf for an empty chunk
+    total = torch.logsumexp(cf.all_gather_parts([part], x._comm)[0], 0)
+    return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
+
+
+# -- selections: extremes and their indices ------------------------------------------------
+def extreme_identity(dtype: torch.dtype, largest: bool):
+    """The value that loses to every element: the lowest for a max, the highest for a min."""
+    if dtype == torch.bool:
+        return not largest
+    if dtype.is_floating_point:
+        return -math.inf if largest else math.inf
+    info = torch.iinfo(dtype)
+    return info.min if largest else info.max
+
+
+def nonempty(t: torch.Tensor, axis: int, largest: bool) -> torch.Tensor:
+    """``t``, or one row of the identity along ``axis`` if ``t`` has none (an extreme of
+    nothing has no value; the identity never wins against data). Stays on ``t``'s autograd
+    graph, so that every rank's result requires grad alike."""
+    if t.shape[axis]:
+        return t
+    shape = list(t.shape)
+    shape[axis] = 1
+    return torch.cat([t, torch.full(shape, extreme_identity(t.dtype, largest), dtype=t.dtype, device=t.device)], axis)
+
+
+def _ties(t: torch.Tensor, value: torch.Tensor, nan: bool) -> torch.Tensor:
+    """Where ``t`` equals the extreme ``value`` (with ``nan``: NaN ties NaN, as for ``max(x)``)."""
+    eq = t == value
+    return eq | (t.isnan() & value.isnan()) if nan else eq
+
+
+class _Select(torch.autograd.Function):
+    """``value``, chosen from ``x`` elsewhere; backward sends the gradient to ``x`` scaled
+    by ``weight`` (which elements were chosen, and their share)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, value):
+        ctx.save_for_backward(weight)
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return grad * weight, None, None
+
+
+def allreduce_extreme(part: torch.Tensor, comm, largest: bool) -> torch.Tensor:
+    """The max (``largest``) or min over ranks, NaN if any rank has NaN, as in torch (MPI's
+    max and min need not propagate NaN: a NaN flag travels along in the same allreduce)."""
+    op = "max" if largest else "min"
+    if not part.is_floating_point():
+        return comm.allreduce(part, op)
+    nan = part.isnan().to(part.dtype)
+    value, flag = comm.allreduce(torch.stack([part, nan if largest else -nan]), op).unbind(0)
+    return value.masked_fill_(flag != 0, math.nan)
+
+
+def extreme(t: torch.Tensor, x: DistTensor, dims, largest: bool, nan_ties: bool = False) -> torch.Tensor:
+    """Global amax (``largest``) or amin over ``dims``, which include the split axis, of
+    ``t`` (local data in ``x``'s layout), with keepdim.
+
+    One allreduce; with a gradient, one allgather of (local extreme, local tie count)
+    instead: torch shares the gradient evenly by the ties of the whole tensor.
+    """
+    comm, kernel = x._comm, torch.amax if largest else torch.amin
+    part = kernel(nonempty(t, x._split, largest), dims, keepdim=True)
+    if not needs_grad(t):
+        return allreduce_extreme(part, comm, largest)
+    part = part.detach()
+    values, counts = cf.all_gather_parts([part, _ties(t, part, nan_ties).sum(dims, keepdim=True)], comm)
+    value = kernel(values, 0)
+    count = torch.where(_ties(values, value, nan_ties), counts, 0).sum(0)
+    return _Select.apply(t, _ties(t, value, nan_ties).to(t.dtype) / count, value)
+
+
+def arg_extreme(x: DistTensor, dim, largest: bool):
+    """``(values, global indices)`` of the first maximum (``largest``) or minimum along
+    ``dim``, the split axis, or of the flattened tensor (``dim=None``: global row-major
+    order), with keepdim.
+
+    Every rank contributes its local extreme and that element's global index (an empty
+    chunk contributes none) in one allgather; the extreme with the lowest global index
+    wins, as torch returns the first occurrence (a NaN is the extreme).
+    """
+    comm, split = x._comm, x._split
+    start = layout.offsets(x._counts)[comm.rank]
+    chunk = nonempty(x, split, largest)
+    kernel = torch.max if largest else torch.min
+    if dim is None:
+        value, index = kernel(chunk.reshape(-1), 0)
+        coords = torch.unravel_index(index, chunk.shape)
+        index = sum((c + start if i == split else c) * math.prod(x._gshape[i + 1:]) for i, c in enumerate(coords))
+        value, index = value.reshape((1,) * chunk.dim()), index.reshape((1,) * chunk.dim())
+    else:
+        value, index = kernel(chunk, dim, keepdim=True)
+        index = index + start
+    if x.shape[split] == 0:
+        index = torch.full_like(index, _NO_INDEX)
+    values, indices = cf.all_gather_parts([value.detach(), index], comm)
+    best = (torch.amax if largest else torch.amin)(values, 0)
+    return best, torch.where(_ties(values, best, nan=True), indices, _NO_INDEX).amin(0)
+
+
+def _empty_extent(x: DistTensor, dims) -> bool:
+    return any(x._gshape[i] == 0 for i in dims)
+
+
+def amax_amin(func, args, kwargs):
+    """``amax``/``amin``: local extremes, one allreduce."""
+    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)  # amax's dim=() is all dims, as None
+    dims = dims_of(dim, x, func, args, kwargs)
+    if x.dtype.is_complex:
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if _empty_extent(x, dims):
+        torch_error(func, x, args, kwargs)
+    return finish(extreme(x, x, dims, func in _LARGEST), x, dims, keepdim, func, args, kwargs)
+
+
+def aminmax(func, args, kwargs):
+    """``aminmax``: both extremes in one allgather (amin and amax each, with a gradient)."""
+    x, dim, keepdim = bind(_aminmax_sig, func, args, kwargs)
+    dims = dims_of(dim, x, func, args, kwargs) if dim is None else one_dim(dim, x, func, args, kwargs)
+    if x.dtype.is_complex:
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if _empty_extent(x, dims):
+        torch_error(func, x, args, kwargs)
+    if needs_grad(x):
+        low, high = extreme(x, x, dims, False), extreme(x, x, dims, True)
+    else:
+        parts = [torch.amin(nonempty(x, x._split, False), dims, keepdim=True),
+                 torch.amax(nonempty(x, x._split, True), dims, keepdim=True)]
+        lows, highs = cf.all_gather_parts(parts, x._comm)
+        low, high = lows.amin(0), highs.amax(0)
+    return finish(torch.return_types.aminmax((low, high)), x, dims, keepdim, func, args, kwargs)
+
+
+def max_min(func, args, kwargs):
+    """``max``/``min``: ``max(x)`` and ``max(x, dim)`` are reductions, ``max(x, other)`` is
+    the elementwise maximum (a pointwise op)."""
+    if (len(args) > 1 and isinstance(args[1], torch.Tensor)) or "other" in kwargs:
+        return elementwise(func, args, kwargs)
+    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)
+    largest = func in _LARGEST
+    if x.dtype.is_complex:
+        torch_error(func, x, args, kwargs)
+    if dim is None:  # the extreme of all elements; ties share the gradient
+        dims = dims_of(None, x, func, args, kwargs)
+        if is_local(x, dims):
+            return local_reduction(func, args, kwargs, x, dims, False)
+        if _empty_extent(x, dims):
+            torch_error(func, x, args, kwargs)
+        return finish(extreme(x, x, dims, largest, nan_ties=True), x, dims, False, func, args, kwargs)
+    dims = one_dim(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if _empty_extent(x, dims):
+        torch_error(func, x, args, kwargs)
+    values, indices = arg_extreme(x, dims[0], largest)
+    if needs_grad(x):  # the gradient goes to the returned index
+        shape = [1] * x.dim()
+        shape[dims[0]] = -1
+        start = layout.offsets(x._counts)[x._comm.rank]
+        rows = torch.arange(start, start + x.shape[dims[0]], device=x.device).reshape(shape)
+        values = _Select.apply(x, (rows == indices).to(x.dtype), values)
+    kind = torch.return_types.max if largest else torch.return_types.min
+    return finish(kind((values, indices)), x, dims, keepdim, func, args, kwargs)
+
+
+def argmax_argmin(func, args, kwargs):
+    """``argmax``/``argmin``: global indices of the first extreme."""
+    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)
+    dims = dims_of(None, x, func, args, kwargs) if dim is None else one_dim(dim, x, func, args, kwargs)
+    if x.dtype.is_complex or x.dtype == torch.bool:
+        torch_error(func, x, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
+    if _empty_extent(x, dims):
+        torch_error(func, x, args, kwargs)
+    _, index = arg_extreme(x, dim if dim is None else dims[0], func in _LARGEST)
+    return finish(index, x, dims, keepdim, func, args, kwargs)
+
+
+# -- registration --------------------------------------------------------------------------
+_NAN = set(d.aliases("nansum") + d.aliases("nanmean"))
+_ANY = set(d.aliases("any"))
+_LARGEST = set(d.aliases("amax") + d.aliases("max") + d.aliases("argmax"))
+_VAR_NAMES = {f: name for name in ("var", "std", "var_mean", "std_mean") for f in d.aliases(name)}
+
+d.register(d.aliases("sum") + d.aliases("nansum"), sum_)
+d.register(d.aliases("mean") + d.aliases("nanmean"), mean)
+d.register(d.aliases("count_nonzero"), count_nonzero)
+d.register(d.aliases("any") + d.aliases("all"), any_all)
+d.register(d.aliases("prod"), prod)
+d.register(list(_VAR_NAMES), var_std)
+d.register(d.aliases("vector_norm"), vector_norm)
+d.register([torch.norm, torch.Tensor.norm], norm)
+d.register(d.aliases("logsumexp"), logsumexp)
+d.register(d.aliases("amax") + d.aliases("amin"), amax_amin)
+d.register(d.aliases("aminmax"), aminmax)
+d.register(d.aliases("max") + d.aliases("min"), max_min)
+d.register(d.aliases("argmax") + d.aliases("argmin"), argmax_argmin)

@@ -97,7 +97,7 @@ def like_self(func, args, kwargs):
 _LIKE_SELF_METHODS = (
     "to", "cpu", "cuda", "type", "float", "double", "half", "bfloat16", "bool", "int", "long", "short", "char", "byte",
     "cfloat", "cdouble", "clone", "detach", "detach_", "contiguous", "requires_grad_", "zero_", "pin_memory",
-    "share_memory_", "float_power_", "type_as", "resolve_conj", "resolve_neg", "conj_physical",
+    "share_memory_", "type_as", "resolve_conj", "resolve_neg", "conj_physical",
 )
 d.register([getattr(T, m) for m in _LIKE_SELF_METHODS if hasattr(T, m)], like_self)
 d.register([torch.clone, torch.detach, torch.zeros_like, torch.ones_like, torch.empty_like, torch.full_like,
@@ -106,12 +106,15 @@ d.register(_prop("data", "__get__"), like_self)
 
 
 def _fill(func, args, kwargs):
-    """``fill_(value)``: a tensor value must be 0-d, so it is the same on every rank."""
+    """``fill_(value)`` and ``torch.fill``: a tensor value must be 0-d, so it is the same on every rank."""
     x, value = args[0], args[1] if len(args) > 1 else kwargs["value"]
     if isinstance(value, DistTensor):
         value = value.full() if value._split is not None else value.local
         args = (x, value) + tuple(args[2:])
-    return d.run_local(func, args, kwargs)
+    out = d.run_local(func, args, kwargs)
+    if out is x or not isinstance(x, DistTensor):
+        return out
+    return wrap(out, x._split, x._comm, x._gshape, x._counts)  # torch.fill: a new tensor like x
 
 
 d.register([T.fill_, torch.fill], _fill)
@@ -154,7 +157,7 @@ def _global_value(func, args, kwargs):
     if x._split is not None and func in _SCALAR and x._gshape.numel() != 1:
         n = x._gshape.numel()
         if func is T.__bool__:
-            raise RuntimeError(f"Boolean value of Tensor with {n} values is ambiguous")
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
         raise RuntimeError(f"a Tensor with {n} elements cannot be converted to Scalar")
     full = x.full()
     return d.run_local(func, (full,) + tuple(args[1:]), kwargs)

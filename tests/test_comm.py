@@ -1,0 +1,239 @@
+"""Communicators: every collective against the same computation done locally on all ranks' data.
+
+Rank r's input is a known function of r, so every rank can compute the expected result.
+"""
+import pytest
+import torch
+
+import torchheat as th
+from torchheat import layout
+from torchheat.comm import functional as cf
+from torchheat.testing import assert_dist_close, skewed_counts
+
+DTYPES = [torch.bool, torch.int8, torch.uint8, torch.int16, torch.int32, torch.int64, torch.float16, torch.bfloat16,
+          torch.float32, torch.float64, torch.complex64, torch.complex128]
+OPS = ["sum", "prod", "max", "min", "land", "lor"]
+
+
+def value(rank: int, dtype=torch.int64, shape=(2, 3)) -> torch.Tensor:
+    """Rank r's input: small integers (exact in every dtype), some zeros, different per rank."""
+    n = torch.Size(shape).numel()
+    t = (torch.arange(n) * (rank + 1) + rank) % 4
+    t = t.reshape(shape).to(dtype)
+    return t * (1 + 1j) if dtype.is_complex else t
+
+
+def fold(stacked: torch.Tensor, op: str, dim: int = 0) -> torch.Tensor:
+    """The reduction over ranks (stacked along ``dim``) that allreduce promises, in the input's dtype."""
+    dtype = stacked.dtype
+    if dtype == torch.bool or op in ("land", "lor"):
+        nonzero = stacked != 0
+        out = nonzero.all(dim) if op in ("land", "prod", "min") else nonzero.any(dim)
+    else:
+        acc = stacked.to(torch.float64) if dtype in (torch.float16, torch.bfloat16) else stacked
+        out = {"sum": torch.sum, "prod": torch.prod, "max": torch.amax, "min": torch.amin}[op](acc, dim=dim)
+    return out.to(dtype)
+
+
+def all_values(comm, dtype=torch.int64, shape=(2, 3)) -> torch.Tensor:
+    return torch.stack([value(r, dtype, shape) for r in range(comm.size)])
+
+
+def test_rank_size_barrier_and_objects(comm):
+    assert 0 <= comm.rank < comm.size
+    comm.barrier()
+    assert comm.allgather_obj(("rank", comm.rank)) == [("rank", r) for r in range(comm.size)]
+    assert repr(comm) == f"{type(comm).__name__}(rank={comm.rank}, size={comm.size})"
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int64, torch.float16, torch.complex64, torch.float64])
+def test_bcast_from_every_root(comm, dtype):
+    for root in range(comm.size):
+        t = value(comm.rank, dtype, (3, 4))
+        assert comm.bcast(t, root) is t
+        assert torch.equal(t, value(root, dtype, (3, 4)))
+        strided = value(comm.rank, dtype, (4, 3)).t()  # non-contiguous: received in place all the same
+        comm.bcast(strided, root)
+        assert torch.equal(strided, value(root, dtype, (4, 3)).t())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_allreduce_every_op_and_dtype(comm, dtype, op):
+    mine = value(comm.rank, dtype)
+    before = mine.clone()
+    if dtype.is_complex and op in ("max", "min"):
+        with pytest.raises(ValueError, match=f"op='{op}' is not defined for complex"):
+            comm.allreduce(mine, op)
+        return
+    out = comm.allreduce(mine, op)
+    assert out.dtype == dtype and out.shape == mine.shape
+    torch.testing.assert_close(out, fold(all_values(comm, dtype), op), rtol=0, atol=0)
+    assert torch.equal(mine, before)  # the input is left alone
+
+
+def test_allreduce_16bit_accumulates_in_float32(comm):
+    # 1 + 2**-11 * size is representable in float32 but every float16 step would round it away.
+    t = torch.full((4,), 2.0 ** -11 if comm.rank else 1.0, dtype=torch.float16)
+    expected = torch.tensor(1.0 + 2.0 ** -11 * (comm.size - 1)).to(torch.float16)
+    assert torch.equal(comm.allreduce(t), expected.expand(4))
+
+
+def test_allreduce_rejects_unknown_op(comm):
+    with pytest.raises(ValueError, match=r"op='mean' is not a reduction \(expected one of"):
+        comm.allreduce(torch.ones(2), "mean")
+
+
+@pytest.mark.parametrize("dtype", [torch.bool, torch.int32, torch.bfloat16, torch.complex128])
+def test_allgather_and_allgatherv(comm, dtype):
+    assert torch.equal(comm.allgather(value(comm.rank, dtype)), all_values(comm, dtype))
+    counts = skewed_counts(5, comm.size)  # rank 0 holds nothing
+    full = value(7, dtype, (5, 5))
+    start = layout.offsets(counts)[comm.rank]
+    for axis in (0, 1):
+        for base in (full, full.t().contiguous().t()):  # row- and column-major storage
+            mine = base.narrow(axis, start, counts[comm.rank])
+            assert torch.equal(comm.allgatherv(mine, counts, axis), full)
+
+
+@pytest.mark.parametrize("src, dst", [(0, 1), (1, 2), (2, 0), (1, 1)])
+def test_exchange_with_strided_chunks(comm, src, dst):
+    """alltoallv of views that are not contiguous (a transposed storage, a middle axis)."""
+    g = torch.arange(5 * 7 * 4, dtype=torch.float64).reshape(5, 7, 4)
+    strided = g.permute(2, 0, 1).contiguous().permute(1, 2, 0)  # same values, other strides
+    src_counts = skewed_counts(g.shape[src], comm.size)
+    dst_counts = layout.balanced_counts(g.shape[dst], comm.size)
+    chunk = strided.narrow(src, layout.offsets(src_counts)[comm.rank], src_counts[comm.rank])
+    send, recv, shape = layout.exchange_plan(tuple(g.shape), src, src_counts, dst, dst_counts, comm.rank)
+    with th.debug.comm_log() as log:
+        out = comm.exchange(chunk, send, shape, recv)
+    assert [e.collective for e in log] == ["alltoallv"]
+    assert torch.equal(out, g.narrow(dst, layout.offsets(dst_counts)[comm.rank], dst_counts[comm.rank]))
+
+
+@pytest.mark.parametrize("dtype, op", [(torch.float64, "sum"), (torch.int64, "prod"), (torch.int32, "max"),
+                                       (torch.float32, "min"), (torch.bool, "lor"), (torch.float16, "sum"),
+                                       (torch.complex64, "sum"), (torch.uint8, "land")])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("balanced", [True, False])
+def test_reduce_scatter(comm, dtype, op, axis, balanced):
+    shape = (5, 4)
+    n = shape[axis]
+    counts = layout.balanced_counts(n, comm.size) if balanced else skewed_counts(n, comm.size)
+    with th.debug.comm_log() as log:
+        out = comm.reduce_scatter(value(comm.rank, dtype, shape), counts, axis, op)
+    assert [e.collective for e in log] == ["alltoallv"]
+    expected = fold(all_values(comm, dtype, shape), op).narrow(axis, layout.offsets(counts)[comm.rank], counts[comm.rank])
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+
+
+def test_reduce_scatter_checks_counts(comm):
+    with pytest.raises(ValueError, match=r"counts=\(4(, 0)+\) is not a layout of 4 rows over \d+ ranks"):
+        comm.reduce_scatter(torch.ones(4, 2), (4,) + (0,) * comm.size, 0)
+
+
+def test_reduce_scatter_gradient(comm):
+    """Each rank's partial sum gets the full gradient of the sum (the adjoint of reduce-scatter)."""
+    w = torch.randn(6, 3, dtype=torch.float64)
+    counts = skewed_counts(6, comm.size)
+    partial = (value(comm.rank, torch.float64, (6, 3)) + 0.5).requires_grad_()
+    out = cf.reduce_scatter(partial, comm, counts, axis=0)
+    local_w = w.narrow(0, layout.offsets(counts)[comm.rank], counts[comm.rank])
+    loss = cf.all_reduce((out.sin() * local_w).sum(), comm)
+    loss.backward()
+    total = all_values(comm, torch.float64, (6, 3)).add(0.5).sum(0)
+    torch.testing.assert_close(partial.grad, total.cos() * w)
+    torch.testing.assert_close(loss.detach(), (total.sin() * w).sum())
+
+
+def identity(op: str, dtype: torch.dtype):
+    """What rank 0 gets from an exclusive scan: the op's neutral element."""
+    if dtype == torch.bool or op in ("land", "lor"):
+        return op in ("land", "prod", "min")
+    if op in ("sum", "prod"):
+        return int(op == "prod")
+    lo, hi = (-float("inf"), float("inf")) if dtype.is_floating_point else (torch.iinfo(dtype).min, torch.iinfo(dtype).max)
+    return lo if op == "max" else hi
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float64, torch.bool, torch.float16])
+@pytest.mark.parametrize("op", OPS)
+def test_scan_and_exscan(comm, dtype, op):
+    stacked, r = all_values(comm, dtype), comm.rank
+    torch.testing.assert_close(comm.scan(value(r, dtype), op), fold(stacked[: r + 1], op), rtol=0, atol=0)
+    ex = comm.exscan(value(r, dtype), op)
+    expected = torch.full_like(ex, identity(op, dtype)) if r == 0 else fold(stacked[:r], op)
+    assert ex.dtype == dtype
+    torch.testing.assert_close(ex, expected, rtol=0, atol=0)
+
+
+def test_point_to_point_ring(comm):
+    """isend/recv and irecv/send around the ring (a rank may message itself); requests have wait()."""
+    nxt, prev = (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size
+    req = comm.isend(value(comm.rank, torch.float64, (3, 2)), nxt, tag=3)
+    got = comm.recv(torch.empty(3, 2, dtype=torch.float64), prev, tag=3)
+    req.wait()
+    assert torch.equal(got, value(prev, torch.float64, (3, 2)))
+
+    target = torch.zeros(2, 3, dtype=torch.int32).t()  # a strided receive buffer
+    req = comm.irecv(target, prev, tag=4)
+    comm.send(value(comm.rank, torch.int32, (3, 2)), nxt, tag=4)
+    req.wait()
+    assert torch.equal(target, value(prev, torch.int32, (3, 2)))
+
+
+def test_split_subcommunicator(comm):
+    color = comm.rank % 2
+    members = [r for r in range(comm.size) if r % 2 == color]
+    sub = comm.split(color, key=-comm.rank)  # reversed order inside each group
+    order = sorted(members, reverse=True)
+    assert sub.size == len(members) and sub.rank == order.index(comm.rank)
+    assert sub.allgather_obj(comm.rank) == order
+    assert sub.allreduce(torch.tensor([comm.rank, 1])).tolist() == [sum(members), len(members)]
+    assert sub.bcast(torch.tensor([comm.rank]), root=0).tolist() == [order[0]]
+    assert sub.exscan(torch.tensor([1.0])).item() == sub.rank
+
+    t = torch.arange(35.0).reshape(7, 5)
+    x = th.distribute(t, split=0, comm=sub)
+    assert x.comm is sub and x.counts == layout.balanced_counts(7, sub.size)
+    assert_dist_close(x.resplit(1), t, split=1)
+    assert_dist_close((x * 2).sum(0), t.sum(0) * 2)
+
+
+def test_mpi_moves_buffers_not_pickles(comm, monkeypatch):
+    """MPI backend: tensor data goes through buffer (uppercase) calls only; pickling calls fail here."""
+    if comm.backend != "mpi":
+        pytest.skip("checks the MPI backend's transport")
+
+    class BuffersOnly:
+        def __init__(self, mpi):
+            self._mpi = mpi
+
+        def __getattr__(self, name):
+            if name[0].islower() and name not in ("allgather",):
+                raise AssertionError(f"pickle-based MPI call {name}")
+            return getattr(self._mpi, name)
+
+    monkeypatch.setattr(comm, "mpi", BuffersOnly(comm.mpi))
+    t = torch.arange(60.0).reshape(3, 4, 5)
+    for x in th.testing.layouts(t):  # distribute: metadata only
+        for axis in (None, 0, 1, 2):
+            assert_dist_close(x.resplit(axis), t)
+    comm.bcast(torch.ones(3))
+    comm.allreduce(torch.ones(3))
+    comm.reduce_scatter(torch.ones(comm.size, 2), (1,) * comm.size)
+
+
+def test_mpi_staged_transfers(comm, monkeypatch):
+    """MPI backend: the host-staging path used for CUDA chunks without CUDA-aware MPI."""
+    if comm.backend != "mpi":
+        pytest.skip("checks the MPI backend's host staging")
+    monkeypatch.setattr(comm, "_staged", lambda t: True)
+    t = torch.arange(60.0).reshape(3, 4, 5)
+    for x in th.testing.layouts(t):
+        for axis in (None, 0, 1, 2):
+            assert_dist_close(x.resplit(axis), t)
+    assert torch.equal(comm.allreduce(value(comm.rank, torch.float64)), fold(all_values(comm, torch.float64), "sum"))
+    assert torch.equal(comm.bcast(value(comm.rank), 0), value(0))
+    test_point_to_point_ring(comm)

@@ -1,0 +1,246 @@
+"""Torch's OpInfo database as a conformance suite for the pointwise, reduction, scan and
+softmax families.
+
+For every OpInfo of these families, a few small sample inputs run with their tensors
+replicated and distributed along every axis (balanced, with rank 0 empty, and with the
+operands split along different axes), with ``fallback="error"``: values, dtypes, layouts
+and gradients (float64, also of the replicated operands) must be torch's on the global
+tensors. Pointwise ops also run their in-place variant. An op that fails is a failing
+test unless it is in :data:`EXCLUDED`, which says why; the session summary
+(``pytest_terminal_summary`` in conftest.py) prints the coverage per family.
+"""
+import pytest
+import torch
+from torch.testing._internal.common_methods_invocations import op_db
+from torch.testing._internal.opinfo.core import BinaryUfuncInfo, ReductionOpInfo, UnaryUfuncInfo
+from torch.utils import _pytree as pytree
+
+import torchheat as th
+from torchheat.testing import check_layout, skewed_counts
+
+SAMPLES_PER_OP = 4
+MAX_NUMEL = 400  # larger sample inputs are skipped: they add time, not coverage
+
+# Families by OpInfo class; these plain OpInfos join by name (all their variants).
+NAMED = {
+    "pointwise": {"where", "clamp", "lerp", "addcmul", "addcdiv", "masked_fill", "logaddexp2", "nn.functional.gelu",
+                  "nn.functional.leaky_relu", "nn.functional.hardswish"},
+    "reductions": {"aminmax", "max", "min", "var_mean", "std_mean", "norm", "logsumexp"},
+    "scans": {"cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"},
+    "softmax": {"softmax", "log_softmax", "nn.functional.softmin"},
+}
+
+# Ops of these families that are not checked, with the reason. Counted as not passed.
+EXCLUDED = {
+    "nn.functional.rrelu": "training=True samples draw random slopes, so torch's own result is not reproducible; "
+                           "for split input torchheat raises NotDistributedError by design",
+    "norm.nuc": "the nuclear norm is a sum of singular values: an SVD (linalg family), not a reduction",
+}
+
+
+def op_id(op) -> str:
+    return op.name + (f".{op.variant_test_name}" if op.variant_test_name else "")
+
+
+def family(op):
+    """The rule family an OpInfo belongs to, or None."""
+    if op.name.startswith("jiterator_"):  # CUDA kernels compiled at run time: no CPU op
+        return None
+    if isinstance(op, (UnaryUfuncInfo, BinaryUfuncInfo)):
+        return "pointwise"
+    if isinstance(op, ReductionOpInfo):
+        return "reductions"
+    return next((f for f, names in NAMED.items() if op.name in names), None)
+
+
+OPS = [op for op in op_db if family(op) and op.supported_dtypes("cpu")]
+
+
+def pick_dtype(op) -> torch.dtype:
+    supported = op.supported_dtypes("cpu")
+    preferred = (torch.float64, torch.float32, torch.int64, torch.int32, torch.bool, torch.complex128)
+    return next((t for t in preferred if t in supported), None) or sorted(supported, key=str)[0]
+
+
+def samples(op, dtype):
+    """The first SAMPLES_PER_OP small samples, plus later ones until two of them have
+    several tensors with dimensions (the ones that exercise alignment)."""
+    grad = op.supports_autograd and dtype in op.supported_backward_dtypes("cpu")
+    chosen, rich = [], 0
+    # The raw generator: op.sample_inputs wraps it in a tracker that inspects the stack per sample.
+    for i, s in enumerate(op.sample_inputs_func(op, "cpu", dtype, grad)):
+        tensors = [t for t in pytree.tree_leaves((s.input, s.args, s.kwargs)) if isinstance(t, torch.Tensor)]
+        if not tensors or any(t.numel() > MAX_NUMEL for t in tensors):
+            continue
+        is_rich = sum(t.dim() > 0 for t in tensors) > 1
+        if len(chosen) < SAMPLES_PER_OP or (is_rich and rich < 2):
+            chosen.append(s)
+            rich += is_rich
+        if (len(chosen) >= SAMPLES_PER_OP and rich >= 2) or i == 50:
+            break
+    return chosen
+
+
+# -- placing a sample's tensors ----------------------------------------------------------------
+def configs(tensors):
+    """``(axis, mode)``: axis None is replicated; otherwise ``axis`` counts in the broadcast
+    rank (tensors right-aligned) and the first tensor is split along it (if it has it):
+    ``"balanced"`` with every tensor that has the axis split alike, ``"skewed"`` with rank 0
+    empty and the other tensors plain (replicated), ``"crossed"`` with the others split
+    along their next axis."""
+    yield None, None
+    for axis in range(max(t.dim() for t in tensors)):
+        yield axis, "balanced"
+        yield axis, "skewed"
+        if len(tensors) > 1:
+            yield axis, "crossed"
+
+
+def place(sample, axis, mode, comm):
+    """The sample's (input, args, kwargs) with its tensors as fresh leaves laid out by
+    ``(axis, mode)``, and the list of those leaves; None when no tensor is split so."""
+    leaves, spec = pytree.tree_flatten((sample.input, sample.args, sample.kwargs))
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    ndim = max(t.dim() for t in tensors)
+    placed, new_leaves = [], []
+    for leaf in leaves:
+        if not isinstance(leaf, torch.Tensor):
+            placed.append(leaf)
+            continue
+        first = leaf is tensors[0]
+        t = leaf.detach().clone()
+        a = None if axis is None else axis - (ndim - t.dim())
+        if axis is None:
+            new = th.distribute(t) if first else t
+        elif a >= 0 and (first or mode == "balanced"):
+            new = th.distribute(t, a, counts=skewed_counts(t.shape[a], comm.size) if mode == "skewed" else None)
+        elif mode == "crossed" and not first and t.dim():
+            new = th.distribute(t, (max(a, 0) + 1) % t.dim())
+        else:
+            new = t
+        new.requires_grad_(leaf.requires_grad)
+        placed.append(new)
+        new_leaves.append(new)
+    if axis is not None and not any(isinstance(t, th.DistTensor) and t.split is not None for t in new_leaves):
+        return None
+    return pytree.tree_unflatten(placed, spec), new_leaves
+
+
+def globals_of(sample):
+    """Fresh global leaves of the sample, like :func:`place` makes distributed ones."""
+    leaves, spec = pytree.tree_flatten((sample.input, sample.args, sample.kwargs))
+    new = [t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t for t in leaves]
+    return pytree.tree_unflatten(new, spec), [t for t in new if isinstance(t, torch.Tensor)]
+
+
+# -- comparing -----------------------------------------------------------------------------------
+def full(t):
+    return t.full() if isinstance(t, th.DistTensor) else t
+
+
+def compare_outputs(got, expected, where):
+    got_leaves, expected_leaves = pytree.tree_leaves(got), pytree.tree_leaves(expected)
+    assert len(got_leaves) == len(expected_leaves), f"{where}: {len(got_leaves)} outputs, expected {len(expected_leaves)}"
+    for g, e in zip(got_leaves, expected_leaves):
+        if isinstance(e, torch.Tensor):
+            assert isinstance(g, th.DistTensor), f"{where}: got a {type(g).__name__}, expected a DistTensor"
+            check_layout(g)
+            torch.testing.assert_close(g.full().detach(), e.detach(), equal_nan=True, msg=lambda m: f"{where}: {m}")
+        else:
+            assert g == e or (g != g and e != e), f"{where}: got {g!r}, expected {e!r}"
+
+
+def weighted_loss(outputs, weights):
+    loss = 0
+    for o, w in zip(outputs, weights):
+        loss = loss + (torch.view_as_real(o) if o.is_complex() else o).mul(w).sum()
+    return loss
+
+
+def differentiable(out, sample):
+    return [o for o in pytree.tree_leaves(sample.output_process_fn_grad(out))
+            if isinstance(o, torch.Tensor) and o.requires_grad and (o.is_floating_point() or o.is_complex())]
+
+
+def check_sample(op, sample, comm, inplace: bool):
+    (inp, args, kwargs), ref_leaves = globals_of(sample)
+    try:
+        expected = op(inp, *args, **kwargs)
+    except Exception:  # not a valid call of torch itself: nothing to compare
+        return
+    ref_outs = differentiable(expected, sample)
+    weights, ref_grads = None, None
+    if ref_outs:
+        gen = torch.Generator().manual_seed(0)
+        weights = [torch.randn((torch.view_as_real(o) if o.is_complex() else o).shape, generator=gen, dtype=o.real.dtype)
+                   for o in ref_outs]
+        try:
+            weighted_loss(ref_outs, weights).backward()
+            ref_grads = [t.grad for t in ref_leaves]
+        except Exception:  # torch has no derivative for this input
+            ref_grads = None
+    for axis, mode in configs(ref_leaves):
+        layout = place(sample, axis, mode, comm)
+        if layout is None:
+            continue
+        (x, xargs, xkwargs), leaves = layout
+        where = f"sample {sample.name or sample!r:.120}, split={axis} {mode or ''}"
+        got = op(x, *xargs, **xkwargs)
+        compare_outputs(got, expected, where)
+        if ref_grads is not None:
+            outs = differentiable(pytree.tree_map(full, got), sample)
+            weighted_loss(outs, weights).backward()
+            for i, (leaf, g) in enumerate(zip(leaves, ref_grads)):
+                mine = full(leaf.grad) if leaf.grad is not None else None
+                if g is None:
+                    assert mine is None or not mine.any(), f"{where}: gradient of tensor {i} should be None"
+                else:
+                    assert mine is not None, f"{where}: no gradient for tensor {i}"
+                    torch.testing.assert_close(mine, g, equal_nan=True, msg=lambda m: f"{where}, gradient {i}: {m}")
+        if inplace:
+            check_inplace(op, sample, comm, axis, mode, where)
+
+
+def check_inplace(op, sample, comm, axis, mode, where):
+    """The in-place variant writes torch's values into the input, in the input's layout."""
+    detached = type(sample)(sample.input.detach(), args=pytree.tree_map(_detach, sample.args),
+                            kwargs=pytree.tree_map(_detach, sample.kwargs))
+    (inp, args, kwargs), _ = globals_of(detached)
+    try:
+        op.inplace_variant(inp, *args, **kwargs)
+        error = None
+    except Exception as e:
+        error = e
+    (x, xargs, xkwargs), _ = place(detached, axis, mode, comm)
+    if not isinstance(x, th.DistTensor):
+        return
+    if error is not None:
+        with pytest.raises(type(error)):
+            op.inplace_variant(x, *xargs, **xkwargs)
+        return
+    counts = x.counts
+    res = op.inplace_variant(x, *xargs, **xkwargs)
+    assert res is x and x.counts == counts, f"{where}: in-place result is not the input in its layout"
+    torch.testing.assert_close(x.full(), inp, equal_nan=True, msg=lambda m: f"{where}, in-place: {m}")
+
+
+def _detach(t):
+    return t.detach() if isinstance(t, torch.Tensor) else t
+
+
+@pytest.mark.parametrize("op", OPS, ids=lambda op: f"{family(op)}:{op_id(op)}")
+def test_opinfo(op, comm, record_property):
+    record_property("family", family(op))
+    if op_id(op) in EXCLUDED:
+        pytest.skip(EXCLUDED[op_id(op)])
+    inplace = family(op) == "pointwise" and op.inplace_variant is not None
+    problem = None
+    try:
+        for sample in samples(op, pick_dtype(op)):
+            writable = isinstance(sample.input, torch.Tensor) and not sample.broadcasts_input
+            check_sample(op, sample, comm, inplace and writable)
+    except Exception as e:  # every rank learns every rank's outcome: all fail alike, none hangs
+        problem = f"{type(e).__name__}: {e}"
+    failed = [(r, p) for r, p in enumerate(comm.allgather_obj(problem)) if p is not None]
+    if failed:
+        pytest.fail(f"{op_id(op)} on rank(s) {[r for r, _ in failed]}: {failed[0][1]}", pytrace=False)

@@ -1,0 +1,158 @@
+"""Scans against torch on the global tensor: every layout and axis, dtypes, global indices, gradients, errors."""
+import math
+import re
+
+import pytest
+import torch
+
+import torchheat as th
+from torchheat.testing import assert_dist_close, layouts
+
+SHAPES = [(7, 3), (2, 3, 4), (10,), (1, 4)]  # (1, 4): fewer rows than ranks
+SCANS = {
+    "cumsum": lambda a, dim: torch.cumsum(a, dim),
+    "cumprod": lambda a, dim: a.cumprod(dim),
+    "logcumsumexp": lambda a, dim: torch.logcumsumexp(a, dim=dim),
+    "cummax": lambda a, dim: torch.cummax(a, dim),
+    "cummin": lambda a, dim: a.cummin(dim),
+}
+
+
+def assert_same(actual, expected, split, **tol):
+    if isinstance(expected, torch.Tensor):
+        assert_dist_close(actual, expected, split=split, **tol)
+        return
+    assert type(actual) is type(expected)
+    for a, e in zip(actual, expected):
+        assert_dist_close(a, e, split=split, **tol)
+
+
+def outputs(result):
+    return [result] if isinstance(result, torch.Tensor) else [r for r in result if r.is_floating_point()]
+
+
+def check_grad(f, t, weight=True):
+    """The gradient of ``f`` on every layout of ``t``, and of a replicated weight multiplied
+    in, equals torch's on the global tensor."""
+    w0 = torch.rand(t.shape[-1], dtype=t.dtype) + 0.5
+    tt, wt = t.clone().requires_grad_(), w0.clone().requires_grad_()
+    expected = outputs(f(tt * wt if weight else tt))
+    cotangents = [torch.randn(e.shape, dtype=e.dtype) for e in expected]
+    sum((e * c).sum() for e, c in zip(expected, cotangents)).backward()
+    for x in layouts(t, requires_grad=True):
+        w = w0.clone().requires_grad_()
+        got = outputs(f(x * w if weight else x))
+        sum((g * c).sum() for g, c in zip(got, cotangents)).backward()
+        assert_dist_close(x.grad, tt.grad, split=x.split)
+        if weight:
+            torch.testing.assert_close(w.grad, wt.grad)
+
+
+@pytest.mark.parametrize("name", SCANS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_scans_along_every_axis(name, shape):
+    t = torch.randn(shape, dtype=torch.float64)
+    for dim in range(-len(shape), len(shape)):
+        expected = SCANS[name](t, dim)
+        for x in layouts(t):
+            assert_same(SCANS[name](x, dim), expected, split=x.split)
+
+
+@pytest.mark.parametrize("name", SCANS)
+def test_gradients(name):
+    t = torch.randn(6, 4, dtype=torch.float64)
+    for dim in (0, 1):
+        check_grad(lambda a: SCANS[name](a, dim), t)
+
+
+def test_cumprod_gradient_with_zeros():
+    t = torch.randn(8, 3, dtype=torch.float64)
+    t[2, 0] = 0.0
+    t[1, 1] = t[6, 1] = 0.0
+    check_grad(lambda a: a.cumprod(0), t)
+
+
+@pytest.mark.parametrize("name", ["cummax", "cummin"])
+def test_running_extremes_with_ties_and_nan(name):
+    # torch moves to the later element on ties and keeps NaN once seen.
+    t = torch.randint(0, 3, (9, 3)).double()
+    t[4, 2] = t[7, 2] = math.nan
+    for x in layouts(t):
+        assert_same(SCANS[name](x, 0), SCANS[name](t, 0), split=x.split)
+    check_grad(lambda a: SCANS[name](a, 0), t, weight=False)
+    big = torch.full((6, 2), -math.inf if name == "cummax" else math.inf, dtype=torch.float64)
+    for x in layouts(big):  # the extreme is the identity itself: indices still come from the data
+        assert_same(SCANS[name](x, 0), SCANS[name](big, 0), split=x.split)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
+def test_integer_and_bool_dtypes(dtype):
+    t = torch.randint(0, 3, (7, 3)).to(dtype)
+    for x in layouts(t):
+        for f in (lambda a: a.cumsum(0), lambda a: a.cumprod(0), lambda a: torch.cummax(a, 0), lambda a: a.cummin(0),
+                  lambda a: a.cumsum(0, dtype=torch.float64)):
+            assert_same(f(x), f(t), split=x.split)
+    small = torch.iinfo(dtype).min if dtype != torch.bool else False
+    edge = torch.full((5,), small, dtype=dtype)
+    for x in layouts(edge):
+        assert_same(torch.cummax(x, 0), torch.cummax(edge, 0), split=x.split)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.complex64])
+def test_low_precision_and_complex(dtype):
+    t = torch.randn(30, 2, dtype=dtype)
+    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
+    for x in layouts(t):
+        for f in (lambda a: a.cumsum(0), lambda a: a.cumprod(0), lambda a: a.logcumsumexp(0)):
+            assert_same(f(x), f(t), split=x.split, **tol)
+        if not dtype.is_complex:
+            assert_same(x.cummax(0), t.cummax(0), split=x.split)
+    ones = torch.ones(3000, dtype=torch.float16)  # beyond 2048, a float16 running sum cannot count
+    for x in layouts(ones):
+        assert_dist_close(x.cumsum(0), ones.cumsum(0))
+
+
+def test_inplace_and_out():
+    t = torch.randn(6, 3)
+    for x in layouts(t):
+        y = x.clone()
+        assert y.cumsum_(0) is y
+        assert_dist_close(y, t.cumsum(0), split=x.split)
+        y = x.clone()
+        y.cumprod_(0)
+        assert_dist_close(y, t.cumprod(0), split=x.split)
+        out = th.empty_like(x)
+        assert torch.cumsum(x, 0, out=out) is out
+        assert_dist_close(out, t.cumsum(0), split=x.split)
+        n = torch.arange(18, dtype=torch.int32).reshape(6, 3)  # in place, the sum keeps int32
+        xn = th.distribute(n.clone(), x.split, counts=x.counts)
+        xn.cumsum_(0)
+        assert_dist_close(xn, n.cumsum_(0), split=x.split)
+
+
+def test_one_allgather_along_split_none_elsewhere(comm):
+    t = torch.randn(7, 5)
+    for x in layouts(t):
+        for f in (lambda a: a.cumsum(0), lambda a: a.cummax(0), lambda a: a.logcumsumexp(0)):
+            with th.debug.comm_log() as log:
+                f(x)
+            assert len(log) == (1 if x.split == 0 and comm.size > 1 else 0), [e.collective for e in log]
+        with th.debug.comm_log() as log:
+            x.cumprod(1)
+        assert len(log) == (1 if x.split == 1 and comm.size > 1 else 0)
+
+
+@pytest.mark.parametrize("f, t", [
+    (lambda a: a.cumsum(2), torch.randn(4, 3)),
+    (lambda a: a.cumsum(), torch.randn(4, 3)),
+    (lambda a: torch.cummax(a, -3), torch.randn(4, 3)),
+    (lambda a: a.logcumsumexp(0), torch.arange(12).reshape(4, 3)),
+    (lambda a: a.cummax(0), torch.randn(4, 3, dtype=torch.complex64)),
+    (lambda a: a.cummin(1), torch.randn(4, 3, dtype=torch.complex64)),
+])
+def test_bad_input_raises_torchs_error_on_every_rank(f, t):
+    with pytest.raises(Exception) as info:
+        f(t)
+    for x in layouts(t):
+        with pytest.raises(info.type, match=re.escape(str(info.value))):
+            f(x)
