@@ -1,18 +1,21 @@
 """Strong scaling of torchheat at 1 and 2 processes against plain torch, one thread each.
 
-    python benchmarks/scaling.py [--n 20000000] [--repeats 7] [--procs 1 2]
+    python benchmarks/scaling.py [--n 20000000] [--repeats 7] [--rounds 3] [--procs 1 2]
 
 The script times plain torch on the global tensor itself, then launches itself under
 ``mpiexec -n p`` (``--worker``) for every p; each worker times the same ops on a
 tensor of the same global size split along its only axis (median of ``--repeats``
 runs, a barrier before and after each run) and rank 0 reports back as one JSON line.
-Prints one table: time per op, speedup over torch and parallel efficiency
-(speedup / p). An op with no distributed rule yet is reported as n/a.
+``--rounds`` alternate all columns (so that load from other programs hits them alike)
+and the median over rounds is reported. Prints one table: time per op, speedup over
+torch and parallel efficiency (speedup / p). An op with no distributed rule yet is
+reported as n/a.
 Target: efficiency >= 0.85 at 2 processes for the compute-heavy chain.
 """
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -81,20 +84,36 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2 * 10**7, help="global number of elements")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per op (the median is reported)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all columns")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to launch")
-    parser.add_argument("--mpiexec", default="mpiexec", help="MPI launcher")
+    # The launcher next to this Python (a virtual environment's MPI) before the one on PATH.
+    launcher = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec"
+    parser.add_argument("--mpiexec", default=launcher, help="MPI launcher (default: %(default)s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.worker:
         return worker(args)
 
-    x = torch.linspace(-10, 10, args.n, dtype=torch.float64)
-    base = {name: median_ms(op, x, args.repeats) for name, op in OPS.items()}
-    del x
-    runs = {p: launch(args, p) for p in args.procs}
+    # Rounds alternate torch and every process count, so that load from other programs on
+    # the machine hits all columns alike; each entry is the median over rounds.
+    rounds = []
+    for _ in range(args.rounds):
+        x = torch.linspace(-10, 10, args.n, dtype=torch.float64)
+        times = {"torch": {name: median_ms(op, x, args.repeats) for name, op in OPS.items()}}
+        del x
+        times.update({p: launch(args, p) for p in args.procs})
+        rounds.append(times)
 
-    print(f"n = {args.n:.0e} float64 elements, 1 thread per process, median of {args.repeats} runs (ms)")
+    def median_over_rounds(column, name):
+        values = [r[column][name] for r in rounds]
+        return None if None in values else statistics.median(values)
+
+    base = {name: median_over_rounds("torch", name) for name in OPS}
+    runs = {p: {name: median_over_rounds(p, name) for name in OPS} for p in args.procs}
+
+    print(f"n = {args.n:.0e} float64 elements, 1 thread per process, median of {args.rounds} rounds "
+          f"x {args.repeats} runs (ms)")
     header = f"{'op':<24}{'torch':>9}" + "".join(f"{f'p={p}':>9}" for p in args.procs)
     header += "".join(f"{f'speedup p={p}':>13}" for p in args.procs) + "".join(f"{f'eff p={p}':>9}" for p in args.procs)
     print(header)

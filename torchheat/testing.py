@@ -75,6 +75,11 @@ def assert_dist_close(actual, expected: torch.Tensor, *, rtol: Optional[float] =
     agree on the outcome, so a mismatch seen by one rank fails the test on every rank
     (instead of leaving the others waiting in the next collective).
     """
+    if isinstance(expected, (tuple, list)):  # multi-output ops: (values, indices), ...
+        assert type(actual) is type(expected), f"result type {type(actual).__name__} != {type(expected).__name__}"
+        for a, e in zip(actual, expected, strict=True):
+            assert_dist_close(a, e, rtol=rtol, atol=atol, split=split, equal_nan=equal_nan)
+        return
     comm = actual.comm if isinstance(actual, DistTensor) else get_comm()
     problem = None
     try:

@@ -56,13 +56,18 @@ class Communicator(abc.ABC):
 
     backend: str = "?"
 
-    @property
-    @abc.abstractmethod
-    def rank(self) -> int: ...
+    _rank: int = 0
+    _size: int = 1
 
     @property
-    @abc.abstractmethod
-    def size(self) -> int: ...
+    def rank(self) -> int:
+        """This process's index in the communicator."""
+        return self._rank
+
+    @property
+    def size(self) -> int:
+        """Number of processes in the communicator."""
+        return self._size
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"

@@ -111,14 +111,6 @@ class MPICommunicator(Communicator):
         if mpi_comm is None and self._size > 1:
             _abort_on_uncaught_exception()
 
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def size(self) -> int:
-        return self._size
-
     def _staged(self, t: torch.Tensor) -> bool:
         return t.is_cuda and not self.cuda_aware
 

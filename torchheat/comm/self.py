@@ -35,14 +35,6 @@ class SelfCommunicator(Communicator):
     def __init__(self) -> None:
         self._mailbox: Dict[int, Deque[torch.Tensor]] = {}
 
-    @property
-    def rank(self) -> int:
-        return 0
-
-    @property
-    def size(self) -> int:
-        return 1
-
     def barrier(self) -> None:
         pass
 

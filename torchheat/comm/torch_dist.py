@@ -60,14 +60,6 @@ class TorchCommunicator(Communicator):
         self._size = dist.get_world_size(group)
         self._world = [dist.get_global_rank(group, r) for r in range(self._size)] if group is not None else list(range(self._size))
 
-    @property
-    def rank(self) -> int:
-        return self._rank
-
-    @property
-    def size(self) -> int:
-        return self._size
-
     def barrier(self) -> None:
         dist.barrier(group=self.group)
 

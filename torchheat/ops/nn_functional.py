@@ -206,7 +206,8 @@ def softmax(func, args, kwargs):
         # torch only raises this for non-empty tensors: raise it on every rank alike
         stand_in = torch.zeros((1,) * ndim, dtype=x.dtype)
         d.run_local(func, (stand_in,) + tuple(args[1:]), {k: v for k, v in kwargs.items() if k != "input"})
-    if x._split is None or not isinstance(dim, int) or not -ndim <= dim < ndim or dim % ndim != x._split:
+    along_split = x._split is not None and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == x._split
+    if not along_split or x._comm.size == 1:  # on one process the chunk holds the whole axis
         return wrap(d.run_local(func, args, kwargs), x._split, x._comm, x._gshape, x._counts)
     t = x.local if dtype is None else x.local.to(dtype)
     out_dtype = t.dtype
