@@ -500,16 +500,25 @@ def _empty_extent(x: DistTensor, dims) -> bool:
     return any(x._gshape[i] == 0 for i in dims)
 
 
-def amax_amin(func, args, kwargs):
-    """``amax``/``amin``: local extremes, one allreduce."""
-    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)  # amax's dim=() is all dims, as None
-    dims = dims_of(dim, x, func, args, kwargs)
+def _extreme_locally(func, args, kwargs, x: DistTensor, dims, keepdim):
+    """The checks every extreme-value reduction shares: torch's error for complex input or an
+    empty global extent, and the local result when no communication is needed (else None)."""
     if x.dtype.is_complex:
         torch_error(func, x, args, kwargs)
     if is_local(x, dims):
         return local_reduction(func, args, kwargs, x, dims, keepdim)
     if _empty_extent(x, dims):
         torch_error(func, x, args, kwargs)
+    return None
+
+
+def amax_amin(func, args, kwargs):
+    """``amax``/``amin``: local extremes, one allreduce."""
+    x, dim, keepdim = bind(_dim_sig, func, args, kwargs)  # amax's dim=() is all dims, as None
+    dims = dims_of(dim, x, func, args, kwargs)
+    local = _extreme_locally(func, args, kwargs, x, dims, keepdim)
+    if local is not None:
+        return local
     return finish(extreme(x, x, dims, func in _LARGEST), x, dims, keepdim, func, args, kwargs)
 
 
@@ -517,12 +526,9 @@ def aminmax(func, args, kwargs):
     """``aminmax``: both extremes in one allgather (amin and amax each, with a gradient)."""
     x, dim, keepdim = bind(_aminmax_sig, func, args, kwargs)
     dims = dims_of(dim, x, func, args, kwargs) if dim is None else one_dim(dim, x, func, args, kwargs)
-    if x.dtype.is_complex:
-        torch_error(func, x, args, kwargs)
-    if is_local(x, dims):
-        return local_reduction(func, args, kwargs, x, dims, keepdim)
-    if _empty_extent(x, dims):
-        torch_error(func, x, args, kwargs)
+    local = _extreme_locally(func, args, kwargs, x, dims, keepdim)
+    if local is not None:
+        return local
     if needs_grad(x):
         low, high = extreme(x, x, dims, False), extreme(x, x, dims, True)
     else:
