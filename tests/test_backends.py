@@ -66,7 +66,7 @@ assert x.comm.backend == "self" and x.comm.size == 1, x.comm
 y = (x * 2 + 1).exp().sum()
 assert torch.allclose(y.full(), (t * 2 + 1).exp().sum())
 x.resplit_(1)
-assert x.split == 1 and torch.equal(x.full(), t)
+assert x.split_dim == 1 and torch.equal(x.full(), t)
 z = th.from_local(torch.ones(2, 3), split=0); z.balance_()
 assert "mpi4py" not in sys.modules, "mpi4py was imported"
 print("ok")

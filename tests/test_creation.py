@@ -49,7 +49,7 @@ def test_distribute_a_disttensor_changes_its_layout(comm):
 def test_distribute_replicated_shares_memory(comm):
     t = torch.randn(3, 2)
     x = th.distribute(t)
-    assert x.split is None and x.data_ptr() == t.data_ptr()
+    assert x.split_dim is None and x.data_ptr() == t.data_ptr()
 
 
 # -- from_local ------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def test_from_local_uneven(comm):
     assert_dist_close(cols, expected, split=1)
 
     rep = th.from_local(torch.arange(4.0), split=None)
-    assert rep.split is None and rep.counts is None
+    assert rep.split_dim is None and rep.counts is None
     assert_dist_close(rep, torch.arange(4.0))
 
 
@@ -102,7 +102,7 @@ def test_zeros_ones_empty(comm, shape, name):
                 x = getattr(th, name)(*size_args, split=split, dtype=dtype)
                 expected = getattr(torch, name)(*size_args, dtype=dtype)
                 chunk_only(x)
-                assert x.split == split and x.shape == expected.shape and x.dtype == expected.dtype
+                assert x.split_dim == split and x.shape == expected.shape and x.dtype == expected.dtype
                 if name != "empty":
                     assert_dist_close(x, expected)
 
@@ -124,7 +124,7 @@ def test_factory_options(comm):
         x = th.ones(4, 2, split=split, dtype=torch.float16, device="cpu", comm=sub, requires_grad=True)
         chunk_only(x)
         assert x.comm is sub and x.device.type == "cpu" and x.dtype == torch.float16 and x.requires_grad
-        assert x.split == split
+        assert x.split_dim == split
 
 
 @pytest.mark.parametrize("args, kwargs", [
@@ -173,25 +173,25 @@ def test_like(comm, name):
     expected = getattr(torch, name)(t, *args)
     for x in layouts(t):
         y = make(x, *args)  # the layout of x, even an unbalanced one
-        assert (y.split, y.counts, y.dtype, y.comm) == (x.split, x.counts, x.dtype, x.comm) and y.is_leaf
+        assert (y.split_dim, y.counts, y.dtype, y.comm) == (x.split_dim, x.counts, x.dtype, x.comm) and y.is_leaf
         check_layout(y)
         if name != "empty_like":
             assert_dist_close(y, expected)
         for split in (None, 0, 1):
             z = make(x, *args, split=split, dtype=torch.int32, device="cpu", comm=comm)
             chunk_only(z)
-            assert z.split == split and z.dtype == torch.int32
+            assert z.split_dim == split and z.dtype == torch.int32
             if name != "empty_like":
                 assert_dist_close(z, expected.to(torch.int32))
     p = make(t, *args)  # a plain tensor: replicated like it
-    assert p.split is None and p.shape == t.shape and p.dtype == t.dtype
+    assert p.split_dim is None and p.shape == t.shape and p.dtype == t.dtype
     q = make(t, *args, split=1, requires_grad=True)
-    assert q.split == 1 and q.requires_grad and q.is_leaf
+    assert q.split_dim == 1 and q.requires_grad and q.is_leaf
 
 
 def test_torch_like_functions_keep_the_layout(comm):
     t = torch.randn(5, 4)
     for x in layouts(t):
         for y in (torch.zeros_like(x), torch.ones_like(x, dtype=torch.int64), torch.full_like(x, 3.0), torch.empty_like(x)):
-            assert (y.split, y.counts, y.shape) == (x.split, x.counts, x.shape)
+            assert (y.split_dim, y.counts, y.shape) == (x.split_dim, x.counts, x.shape)
         assert_dist_close(torch.full_like(x, 3.0), torch.full_like(t, 3.0))

@@ -113,7 +113,7 @@ def test_comm_argument_must_be_a_communicator(comm):
 
 def test_gather_root_out_of_range(comm):
     x = th.ones(4, 2, split=0)
-    raises_on_every_rank(comm, ValueError, rf"root={comm.size} is not a rank of a communicator of size {comm.size}", x.gather, comm.size)
+    raises_on_every_rank(comm, ValueError, rf"root={comm.size} is not a rank of a communicator of size {comm.size}", x.gather_to, comm.size)
 
 
 def test_shape_query_errors_are_torchs(comm):

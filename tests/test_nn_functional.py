@@ -19,10 +19,10 @@ def check(fn, t, grad=True):
         (expected * weights).sum().backward()
     for x in layouts(t, requires_grad=grad):
         y = fn(x)
-        assert_dist_close(y, expected, split=x.split)
+        assert_dist_close(y, expected, split=x.split_dim)
         if grad:
             (y * weights).sum().backward()
-            assert_dist_close(x.grad, tt.grad, split=x.split)
+            assert_dist_close(x.grad, tt.grad, split=x.split_dim)
 
 
 ACTIVATIONS = {
@@ -78,10 +78,10 @@ def test_activation(name, shape):
 def test_activation_dtypes(dtype):
     t = (3 * torch.randn(7, 3)).to(dtype)
     for x in layouts(t):
-        assert_dist_close(F.relu(x), F.relu(t), split=x.split)
-        assert_dist_close(F.hardtanh(x, -1, 2), F.hardtanh(t, -1, 2), split=x.split)
+        assert_dist_close(F.relu(x), F.relu(t), split=x.split_dim)
+        assert_dist_close(F.hardtanh(x, -1, 2), F.hardtanh(t, -1, 2), split=x.split_dim)
         if dtype.is_floating_point:
-            assert_dist_close(F.gelu(x), F.gelu(t), split=x.split)
+            assert_dist_close(F.gelu(x), F.gelu(t), split=x.split_dim)
         else:
             with pytest.raises(NotImplementedError, match="not implemented for 'Long'"):
                 F.gelu(x)
@@ -92,8 +92,8 @@ def test_activation_out_and_keyword_input():
     for x in layouts(t):
         out = th.empty_like(x)
         assert torch.sigmoid(x, out=out) is out
-        assert_dist_close(out, torch.sigmoid(t), split=x.split)
-        assert_dist_close(torch.relu(input=x), torch.relu(t), split=x.split)
+        assert_dist_close(out, torch.sigmoid(t), split=x.split_dim)
+        assert_dist_close(torch.relu(input=x), torch.relu(t), split=x.split_dim)
 
 
 INPLACE = {
@@ -138,19 +138,19 @@ def test_inplace_returns_input_with_exact_gradient(name, shape):
     for x in layouts(t, requires_grad=True):
         y = x * 1.0
         assert fn(y) is y
-        assert_dist_close(y, expected, split=x.split)
+        assert_dist_close(y, expected, split=x.split_dim)
         assert y.counts == x.counts
         (y * weights).sum().backward()
-        assert_dist_close(x.grad, tt.grad, split=x.split)
+        assert_dist_close(x.grad, tt.grad, split=x.split_dim)
 
 
 def test_rrelu_training_is_not_distributed():
     t = torch.randn(6, 4, dtype=torch.float64)
     for x in layouts(t):
-        if x.split is None:  # replicated: local, random slopes within the bounds
+        if x.split_dim is None:  # replicated: local, random slopes within the bounds
             y = F.rrelu(x, 0.1, 0.3, training=True)
             slope = (y.local / t)[t < 0]
-            assert y.split is None and bool(((slope >= 0.1) & (slope <= 0.3)).all())
+            assert y.split_dim is None and bool(((slope >= 0.1) & (slope <= 0.3)).all())
             assert torch.equal(y.local[t >= 0], t[t >= 0])
             continue
         with pytest.raises(th.NotDistributedError, match="training=True"):
@@ -172,9 +172,9 @@ def test_prelu_weight_gradient_is_global(shape, channels):
         for as_dist in (None, 0):  # weight: plain tensor, or a DistTensor split along its axis
             w = w0.clone().requires_grad_() if as_dist is None else th.distribute(w0, split=0).requires_grad_()
             y = F.prelu(x, w)
-            assert_dist_close(y, F.prelu(t, w0), split=x.split)
+            assert_dist_close(y, F.prelu(t, w0), split=x.split_dim)
             (y * weights).sum().backward()
-            assert_dist_close(x.grad, tt.grad, split=x.split)
+            assert_dist_close(x.grad, tt.grad, split=x.split_dim)
             if as_dist is None:
                 torch.testing.assert_close(w.grad, tw.grad)
             else:
@@ -190,11 +190,11 @@ def test_prelu_module_and_alias():
     for x in layouts(t):
         m = torch.nn.PReLU(3).double()
         y = m(x)
-        assert_dist_close(y, ref(t).detach(), split=x.split)
+        assert_dist_close(y, ref(t).detach(), split=x.split_dim)
         (y * weights).sum().backward()
         torch.testing.assert_close(m.weight.grad, ref.weight.grad)
         assert_dist_close(x.prelu(torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)),
-                          t.prelu(torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)), split=x.split)
+                          t.prelu(torch.tensor([0.2, 0.3, 0.4], dtype=torch.float64)), split=x.split_dim)
 
 
 def test_prelu_bad_weight_raises_like_torch():
@@ -218,12 +218,12 @@ def test_glu_along_split_moves_halves_only(comm):
     for x in layouts(t):
         with th.debug.comm_log() as log:
             y = F.glu(x, 0)
-        assert_dist_close(y, F.glu(t, 0), split=x.split)
-        if x.split == 0:  # the halves land in the balanced layout of the result
+        assert_dist_close(y, F.glu(t, 0), split=x.split_dim)
+        if x.split_dim == 0:  # the halves land in the balanced layout of the result
             assert y.is_balanced and [e.collective for e in log] == ["alltoallv", "alltoallv"]
         else:
             assert y.counts == x.counts and log == []
-        assert_dist_close(torch.nn.GLU(1)(x), F.glu(t, 1), split=x.split)
+        assert_dist_close(torch.nn.GLU(1)(x), F.glu(t, 1), split=x.split_dim)
 
 
 def test_glu_odd_or_bad_dim_raises_like_torch():
@@ -273,7 +273,7 @@ def test_softmax_dtypes():
     t = torch.randn(9, 4)
     for x in layouts(t):
         for dim in (0, 1):
-            assert_dist_close(torch.softmax(x, dim, torch.float64), torch.softmax(t, dim, torch.float64), split=x.split)
+            assert_dist_close(torch.softmax(x, dim, torch.float64), torch.softmax(t, dim, torch.float64), split=x.split_dim)
             assert_dist_close(F.log_softmax(x, dim, dtype=torch.float64), F.log_softmax(t, dim, dtype=torch.float64))
             assert_dist_close(F.softmin(x.half(), dim), F.softmin(t.half(), dim), atol=1e-3, rtol=1e-3)
     long = torch.arange(12).reshape(6, 2)
@@ -292,9 +292,9 @@ def test_softmax_out():
         for dim in (0, 1):
             out = th.empty_like(x)
             assert torch.softmax(x, dim, out=out) is out
-            assert_dist_close(out, torch.softmax(t, dim), split=x.split)
+            assert_dist_close(out, torch.softmax(t, dim), split=x.split_dim)
             assert torch.log_softmax(x, dim, out=out) is out
-            assert_dist_close(out, torch.log_softmax(t, dim), split=x.split)
+            assert_dist_close(out, torch.log_softmax(t, dim), split=x.split_dim)
 
 
 def test_softmax_communication(comm):
@@ -303,7 +303,7 @@ def test_softmax_communication(comm):
         for dim in (0, 1):
             with th.debug.comm_log() as log:
                 y = F.softmax(x, dim)
-            along_split = dim == x.split and comm.size > 1  # one process runs torch's kernel
+            along_split = dim == x.split_dim and comm.size > 1  # one process runs torch's kernel
             assert [e.collective for e in log] == (["allreduce"] * 2 if along_split else [])
             with th.debug.comm_log() as log:
                 y.backward(torch.ones_like(y))
@@ -316,7 +316,7 @@ def test_softmax_implicit_dim_and_bad_dim():
         expected = F.softmax(t)
     for x in layouts(t):
         with pytest.warns(UserWarning, match="Implicit dimension choice"):
-            assert_dist_close(F.softmax(x), expected, split=x.split)
+            assert_dist_close(F.softmax(x), expected, split=x.split_dim)
         with pytest.raises(IndexError, match="Dimension out of range"):
             torch.softmax(x, 3)
 

@@ -121,7 +121,7 @@ def place(sample, axis, mode, comm):
         new.requires_grad_(leaf.requires_grad)
         placed.append(new)
         new_leaves.append(new)
-    if axis is not None and not any(isinstance(t, th.DistTensor) and t.split is not None for t in new_leaves):
+    if axis is not None and not any(isinstance(t, th.DistTensor) and t.split_dim is not None for t in new_leaves):
         return None
     return pytree.tree_unflatten(placed, spec), new_leaves
 

@@ -28,7 +28,7 @@ def grads_match(fn, inputs, dist_inputs):
         if r.grad is None:
             assert d.grad is None
         elif isinstance(d, th.DistTensor):
-            assert_dist_close(d.grad, r.grad, split=d.split)
+            assert_dist_close(d.grad, r.grad, split=d.split_dim)
         else:
             torch.testing.assert_close(d.grad, r.grad)
 
@@ -41,9 +41,9 @@ def partners(x, b):
     """``b`` as a plain tensor, in ``x``'s layout, and split along another axis than ``x``."""
     yield b.clone().requires_grad_()
     if b.dim() == x.dim():
-        yield leaf(b, x.split, x.counts)
+        yield leaf(b, x.split_dim, x.counts)
         if b.dim():
-            yield leaf(b, 0 if x.split is None else (x.split + 1) % b.dim())
+            yield leaf(b, 0 if x.split_dim is None else (x.split_dim + 1) % b.dim())
 
 
 # -- the op table ----------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_plain_operands_that_broadcast_beyond_the_split_tensor():
     for x in layouts(a, requires_grad=True):
         grads_match(torch.mul, [a, wide], [x, wide.clone().requires_grad_()])
         grads_match(torch.sub, [deep, a], [deep.clone().requires_grad_(), x])
-        assert (x * deep).split == (None if x.split is None else x.split + 1)
+        assert (x * deep).split_dim == (None if x.split_dim is None else x.split_dim + 1)
 
 
 def test_split_along_a_broadcast_axis():
@@ -171,7 +171,7 @@ def test_ternary_where_clamp_lerp():
             grads_match(lambda p, q: torch.lerp(p, q, p.sigmoid()), [a, b], [x, y])
             grads_match(lambda p, q: p.where(q > 0, q), [a, b], [x, y])
         grads_match(lambda p, q, r: torch.clamp(p, min=q, max=r), [a, lo, hi],
-                    [x, lo.clone().requires_grad_(), leaf(hi, None if x.split is None else 0)])
+                    [x, lo.clone().requires_grad_(), leaf(hi, None if x.split_dim is None else 0)])
         grads_match(lambda p, r: torch.clip(p, max=r), [a, hi], [x, leaf(hi, 0)])
         grads_match(lambda p: p.clamp(min=-0.2), [a], [x])
         grads_match(lambda p, r: p.clamp_min(r), [a, hi], [x, hi.clone().requires_grad_()])
@@ -180,7 +180,7 @@ def test_ternary_where_clamp_lerp():
 def test_where_with_one_argument_is_not_pointwise():
     t = torch.tensor([[0.0, 1.0], [2.0, 0.0], [3.0, 4.0]])
     for x in layouts(t):
-        if x.split is None:
+        if x.split_dim is None:
             assert [i.full().tolist() for i in torch.where(x)] == [i.tolist() for i in torch.where(t)]
         else:
             with pytest.raises(th.NotDistributedError, match="where"):
@@ -201,10 +201,10 @@ def test_comparisons_predicates_and_logical_ops():
              torch.nan_to_num, torch.logical_not]
     for x in layouts(a):
         for f in fns:
-            assert_dist_close(f(x, b), f(a, b), split=x.split)
+            assert_dist_close(f(x, b), f(a, b), split=x.split_dim)
             assert_dist_close(f(x, th.distribute(b, 0)), f(a, b))
         for f in preds:
-            assert_dist_close(f(x), f(a), split=x.split)
+            assert_dist_close(f(x), f(a), split=x.split_dim)
 
 
 def test_integer_bitwise_and_shift_ops():
@@ -219,8 +219,8 @@ def test_integer_bitwise_and_shift_ops():
     ]
     for x in layouts(a):
         for f in fns:
-            assert_dist_close(f(x, b), f(a, b), split=x.split)
-            assert_dist_close(f(x, th.distribute(b, x.split)), f(a, b), split=x.split)
+            assert_dist_close(f(x, b), f(a, b), split=x.split_dim)
+            assert_dist_close(f(x, th.distribute(b, x.split_dim)), f(a, b), split=x.split_dim)
             assert_dist_close(f(x, th.distribute(b, 1)), f(a, b))
     m = torch.tensor([True, False, True, True])
     for x in layouts(m):
@@ -244,7 +244,7 @@ def test_type_promotion_follows_torch(case):
                 with pytest.raises(type(e)):
                     f(x, other)
                 continue
-            assert_dist_close(f(x, other), expected, split=x.split)
+            assert_dist_close(f(x, other), expected, split=x.split_dim)
 
 
 def test_errors_are_torchs_own():
@@ -258,9 +258,9 @@ def test_errors_are_torchs_own():
         with pytest.raises(RuntimeError, match=r"size of tensor a \(3\) must match the size of tensor b \(2\)"):
             torch.where(x > 0, x, torch.ones(2))
         with pytest.raises(RuntimeError, match=r"output with shape .*4, 1.* doesn't match the broadcast shape .*4, 3"):
-            th.distribute(torch.ones(4, 1), x.split and 0).add_(torch.ones(3))
+            th.distribute(torch.ones(4, 1), x.split_dim and 0).add_(torch.ones(3))
         with pytest.raises(RuntimeError, match=r"size of tensor a \(4\) must match the size of tensor b \(2\)"):
-            th.distribute(torch.ones(4), x.split and 0) + torch.ones(2)
+            th.distribute(torch.ones(4), x.split_dim and 0) + torch.ones(2)
         with pytest.raises(RuntimeError, match="At least one of 'min' or 'max'"):
             torch.clamp(x)
         with pytest.raises(TypeError):
@@ -291,7 +291,7 @@ def test_inplace_forms_keep_the_target_layout(op):
             x2 = x.clone()
             res = call(x2, y)
             assert res is x2 and x2.counts == x.counts
-            assert_dist_close(x2, expected, split=x.split)
+            assert_dist_close(x2, expected, split=x.split_dim)
 
 
 def test_float_power_and_fill_in_every_layout():
@@ -300,8 +300,8 @@ def test_float_power_and_fill_in_every_layout():
         for y in layouts(b):
             x2 = x.clone()
             assert x2.float_power_(y) is x2
-            assert_dist_close(x2, a.float_power(b), split=x.split)
-        assert_dist_close(torch.fill(x, 2.5), torch.fill(a, 2.5), split=x.split)
+            assert_dist_close(x2, a.float_power(b), split=x.split_dim)
+        assert_dist_close(torch.fill(x, 2.5), torch.fill(a, 2.5), split=x.split_dim)
         assert x.clone().fill_(th.distribute(torch.tensor(3.0, dtype=torch.float64))).eq(3).all()
 
 
@@ -332,7 +332,7 @@ def test_out_argument_layouts_dtypes_and_tuples(comm):
         for like in (th.empty(6, 4, split=1), th.empty(6, 4, split=None), th.empty_like(x)):
             res = torch.mul(x, b, out=like)
             assert res is like
-            assert_dist_close(like, a * b, split=like.split)
+            assert_dist_close(like, a * b, split=like.split_dim)
         with pytest.raises(RuntimeError, match="can't be cast"):
             torch.add(x, b, out=th.empty(6, 4, dtype=torch.int64, split=0))
         grown = th.empty(0, split=0)  # resized like torch resizes an empty out=
@@ -341,7 +341,7 @@ def test_out_argument_layouts_dtypes_and_tuples(comm):
         m, e = th.empty_like(x), th.empty(6, 4, dtype=torch.int32, split=0)
         res = torch.frexp(x, out=(m, e))
         em, ee = torch.frexp(a)
-        assert_dist_close(m, em, split=x.split)
+        assert_dist_close(m, em, split=x.split_dim)
         assert_dist_close(e, ee, split=0)
         assert res[0] is m and res[1] is e
 
@@ -349,18 +349,18 @@ def test_out_argument_layouts_dtypes_and_tuples(comm):
 def test_reflected_operators_with_plain_tensors_on_the_left():
     a, p = torch.rand(4, 3) + 1, torch.rand(4, 3) + 1
     for x in layouts(a):
-        assert_dist_close(p - x, p - a, split=x.split)
-        assert_dist_close(p / x, p / a, split=x.split)
-        assert_dist_close(p ** x, p ** a, split=x.split)
-        assert_dist_close(p // x, p // a, split=x.split)
-        assert_dist_close(p % x, p % a, split=x.split)
-        assert_dist_close(p < x, p < a, split=x.split)
-        assert_dist_close(2.0 ** x + 1 - x, 2.0 ** a + 1 - a, split=x.split)
+        assert_dist_close(p - x, p - a, split=x.split_dim)
+        assert_dist_close(p / x, p / a, split=x.split_dim)
+        assert_dist_close(p ** x, p ** a, split=x.split_dim)
+        assert_dist_close(p // x, p // a, split=x.split_dim)
+        assert_dist_close(p % x, p % a, split=x.split_dim)
+        assert_dist_close(p < x, p < a, split=x.split_dim)
+        assert_dist_close(2.0 ** x + 1 - x, 2.0 ** a + 1 - a, split=x.split_dim)
         x2 = x.clone()
         x2 -= p
         x2 **= 2
         x2 /= p
-        assert_dist_close(x2, (a - p) ** 2 / p, split=x.split)
+        assert_dist_close(x2, (a - p) ** 2 / p, split=x.split_dim)
 
 
 # -- conversions and complex parts -----------------------------------------------------------
@@ -371,7 +371,7 @@ def test_dtype_conversions_keep_the_layout():
                lambda x: x.chalf(), lambda x: x.cfloat(), lambda x: x.to(torch.ones(1, dtype=torch.int8))]
     for x in layouts(a):
         for c in convert:
-            assert_dist_close(c(x), c(a), split=x.split)
+            assert_dist_close(c(x), c(a), split=x.split_dim)
     for x in layouts(a, requires_grad=True):
         grads_match(lambda p: p.float().double().sin(), [a], [x])
 
@@ -388,7 +388,7 @@ def test_complex_parts_and_gradients():
         x2 = x.clone()
         x2.imag.copy_(th.distribute(z.real, 1))  # (x.imag = ... is no torch function: not intercepted)
         x2.real.mul_(2)
-        assert_dist_close(x2, torch.complex(2 * z.real, z.real), split=x.split)
+        assert_dist_close(x2, torch.complex(2 * z.real, z.real), split=x.split_dim)
 
 
 def test_nn_functional_inplace_activations():
@@ -397,4 +397,4 @@ def test_nn_functional_inplace_activations():
         x2 = x.clone()
         assert F.relu(x2, inplace=True) is x2
         assert F.elu_(x2) is x2
-        assert_dist_close(x2, F.relu(a), split=x.split)
+        assert_dist_close(x2, F.relu(a), split=x.split_dim)

@@ -13,11 +13,11 @@ def test_binary_with_scalars_and_replicated(shape):
     t = torch.randn(shape, dtype=torch.float64)
     other = torch.randn(shape[-1], dtype=torch.float64)  # broadcasts over the leading axes
     for x in layouts(t):
-        assert_dist_close(x + 1, t + 1, split=x.split)
-        assert_dist_close(2 - x, 2 - t, split=x.split)
-        assert_dist_close(x * other, t * other, split=x.split)
-        assert_dist_close(other / (x.abs() + 1), other / (t.abs() + 1), split=x.split)
-        assert_dist_close((-x).exp(), (-t).exp(), split=x.split)
+        assert_dist_close(x + 1, t + 1, split=x.split_dim)
+        assert_dist_close(2 - x, 2 - t, split=x.split_dim)
+        assert_dist_close(x * other, t * other, split=x.split_dim)
+        assert_dist_close(other / (x.abs() + 1), other / (t.abs() + 1), split=x.split_dim)
+        assert_dist_close((-x).exp(), (-t).exp(), split=x.split_dim)
         assert_dist_close(torch.neg(x), torch.neg(t))
 
 
@@ -26,7 +26,7 @@ def test_operands_in_different_layouts(shape):
     a, b = torch.randn(shape), torch.randn(shape)
     for x in layouts(a):
         for y in layouts(b):
-            assert_dist_close(x * y, a * b, split=x.split if x.split is not None else y.split)
+            assert_dist_close(x * y, a * b, split=x.split_dim if x.split_dim is not None else y.split_dim)
             assert_dist_close(torch.sub(x, y, alpha=2), a - 2 * b)
 
 
@@ -46,7 +46,7 @@ def test_inplace_keeps_layout(op):
             x2 = x.clone()
             res = getattr(x2, op)(y)
             assert res is x2
-            assert_dist_close(x2, getattr(a.clone(), op)(b), split=x.split)
+            assert_dist_close(x2, getattr(a.clone(), op)(b), split=x.split_dim)
             assert x2.counts == x.counts
 
 
@@ -56,7 +56,7 @@ def test_out_argument():
         out = th.empty_like(x)
         res = torch.add(x, b, out=out)
         assert res is out
-        assert_dist_close(out, a + b, split=x.split)
+        assert_dist_close(out, a + b, split=x.split_dim)
 
 
 @pytest.mark.parametrize("dim", [None, 0, 1, -1, (0, 1)])
@@ -107,7 +107,7 @@ def test_gradients_exact(shape):
         w = w0.clone().requires_grad_()
         y = (x * w).exp() - x / 2
         loss = y.abs().mean() if t.numel() else (x * w).sum()
-        assert loss.split is None
+        assert loss.split_dim is None
         loss.backward()
         torch.testing.assert_close(w.grad, expected_w.grad)
-        assert_dist_close(x.grad, tt.grad, split=x.split)
+        assert_dist_close(x.grad, tt.grad, split=x.split_dim)

@@ -57,9 +57,9 @@ def expected_split(x, dim, keepdim):
     """Where the split axis of ``x`` ends up after reducing ``dim`` (None: all dims)."""
     ndim = x.dim()
     dims = set(range(ndim)) if dim is None else {d % ndim for d in ((dim,) if isinstance(dim, int) else dim)}
-    if x.split is None or x.split in dims:
+    if x.split_dim is None or x.split_dim in dims:
         return None
-    return x.split if keepdim else x.split - sum(d < x.split for d in dims)
+    return x.split_dim if keepdim else x.split_dim - sum(d < x.split_dim for d in dims)
 
 
 assert_same = assert_dist_close  # compares tuples of results too
@@ -84,7 +84,7 @@ def check_grad(f, t, weight=True):
         if tt.grad is None:  # torch's "no gradient" means zero
             assert x.grad is None or not x.grad.full().any()
         else:
-            assert_dist_close(x.grad, tt.grad, split=x.split)
+            assert_dist_close(x.grad, tt.grad, split=x.split_dim)
         if weight and wt.grad is None:
             assert w.grad is None or not w.grad.any()
         elif weight:
@@ -246,7 +246,7 @@ def test_norm_p_and_fro(comm):
     for x in layouts(t):
         for f in calls:
             assert_dist_close(f(x), f(t))
-        if x.split in (None, 2) or comm.size == 1:  # a matrix norm over axes that are not split is local
+        if x.split_dim in (None, 2) or comm.size == 1:  # a matrix norm over axes that are not split is local
             assert_dist_close(torch.norm(x, "nuc", (0, 1)), torch.norm(t, "nuc", (0, 1)))
         else:
             with pytest.raises(th.NotDistributedError, match="norm"):
@@ -256,8 +256,8 @@ def test_norm_p_and_fro(comm):
 def test_max_with_other_is_elementwise():
     a, b = torch.randn(5, 3), torch.randn(5, 3)
     for x in layouts(a):
-        assert_dist_close(torch.max(x, b), torch.maximum(a, b), split=x.split)
-        assert_dist_close(x.min(other=b), torch.minimum(a, b), split=x.split)
+        assert_dist_close(torch.max(x, b), torch.maximum(a, b), split=x.split_dim)
+        assert_dist_close(x.min(other=b), torch.minimum(a, b), split=x.split_dim)
 
 
 def test_out_argument():
@@ -328,7 +328,7 @@ def test_one_collective_and_none_when_split_survives(comm, f):
     for x in layouts(t):
         with th.debug.comm_log() as log:
             f(x)
-        assert len(log) == (1 if x.split == 0 and comm.size > 1 else 0), [e.collective for e in log]
+        assert len(log) == (1 if x.split_dim == 0 and comm.size > 1 else 0), [e.collective for e in log]
 
 
 # -- errors ----------------------------------------------------------------------------------

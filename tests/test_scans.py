@@ -37,7 +37,7 @@ def check_grad(f, t, weight=True):
         w = w0.clone().requires_grad_()
         got = outputs(f(x * w if weight else x))
         sum((g * c).sum() for g, c in zip(got, cotangents)).backward()
-        assert_dist_close(x.grad, tt.grad, split=x.split)
+        assert_dist_close(x.grad, tt.grad, split=x.split_dim)
         if weight:
             torch.testing.assert_close(w.grad, wt.grad)
 
@@ -49,7 +49,7 @@ def test_scans_along_every_axis(name, shape):
     for dim in range(-len(shape), len(shape)):
         expected = SCANS[name](t, dim)
         for x in layouts(t):
-            assert_same(SCANS[name](x, dim), expected, split=x.split)
+            assert_same(SCANS[name](x, dim), expected, split=x.split_dim)
 
 
 @pytest.mark.parametrize("name", SCANS)
@@ -72,11 +72,11 @@ def test_running_extremes_with_ties_and_nan(name):
     t = torch.randint(0, 3, (9, 3)).double()
     t[4, 2] = t[7, 2] = math.nan
     for x in layouts(t):
-        assert_same(SCANS[name](x, 0), SCANS[name](t, 0), split=x.split)
+        assert_same(SCANS[name](x, 0), SCANS[name](t, 0), split=x.split_dim)
     check_grad(lambda a: SCANS[name](a, 0), t, weight=False)
     big = torch.full((6, 2), -math.inf if name == "cummax" else math.inf, dtype=torch.float64)
     for x in layouts(big):  # the extreme is the identity itself: indices still come from the data
-        assert_same(SCANS[name](x, 0), SCANS[name](big, 0), split=x.split)
+        assert_same(SCANS[name](x, 0), SCANS[name](big, 0), split=x.split_dim)
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8, torch.bool])
@@ -85,11 +85,11 @@ def test_integer_and_bool_dtypes(dtype):
     for x in layouts(t):
         for f in (lambda a: a.cumsum(0), lambda a: a.cumprod(0), lambda a: torch.cummax(a, 0), lambda a: a.cummin(0),
                   lambda a: a.cumsum(0, dtype=torch.float64)):
-            assert_same(f(x), f(t), split=x.split)
+            assert_same(f(x), f(t), split=x.split_dim)
     small = torch.iinfo(dtype).min if dtype != torch.bool else False
     edge = torch.full((5,), small, dtype=dtype)
     for x in layouts(edge):
-        assert_same(torch.cummax(x, 0), torch.cummax(edge, 0), split=x.split)
+        assert_same(torch.cummax(x, 0), torch.cummax(edge, 0), split=x.split_dim)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.complex64])
@@ -98,9 +98,9 @@ def test_low_precision_and_complex(dtype):
     tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
     for x in layouts(t):
         for f in (lambda a: a.cumsum(0), lambda a: a.cumprod(0), lambda a: a.logcumsumexp(0)):
-            assert_same(f(x), f(t), split=x.split, **tol)
+            assert_same(f(x), f(t), split=x.split_dim, **tol)
         if not dtype.is_complex:
-            assert_same(x.cummax(0), t.cummax(0), split=x.split)
+            assert_same(x.cummax(0), t.cummax(0), split=x.split_dim)
     ones = torch.ones(3000, dtype=torch.float16)  # beyond 2048, a float16 running sum cannot count
     for x in layouts(ones):
         assert_dist_close(x.cumsum(0), ones.cumsum(0))
@@ -111,17 +111,17 @@ def test_inplace_and_out():
     for x in layouts(t):
         y = x.clone()
         assert y.cumsum_(0) is y
-        assert_dist_close(y, t.cumsum(0), split=x.split)
+        assert_dist_close(y, t.cumsum(0), split=x.split_dim)
         y = x.clone()
         y.cumprod_(0)
-        assert_dist_close(y, t.cumprod(0), split=x.split)
+        assert_dist_close(y, t.cumprod(0), split=x.split_dim)
         out = th.empty_like(x)
         assert torch.cumsum(x, 0, out=out) is out
-        assert_dist_close(out, t.cumsum(0), split=x.split)
+        assert_dist_close(out, t.cumsum(0), split=x.split_dim)
         n = torch.arange(18, dtype=torch.int32).reshape(6, 3)  # in place, the sum keeps int32
-        xn = th.distribute(n.clone(), x.split, counts=x.counts)
+        xn = th.distribute(n.clone(), x.split_dim, counts=x.counts)
         xn.cumsum_(0)
-        assert_dist_close(xn, n.cumsum_(0), split=x.split)
+        assert_dist_close(xn, n.cumsum_(0), split=x.split_dim)
 
 
 def test_one_allgather_along_split_none_elsewhere(comm):
@@ -130,10 +130,10 @@ def test_one_allgather_along_split_none_elsewhere(comm):
         for f in (lambda a: a.cumsum(0), lambda a: a.cummax(0), lambda a: a.logcumsumexp(0)):
             with th.debug.comm_log() as log:
                 f(x)
-            assert len(log) == (1 if x.split == 0 and comm.size > 1 else 0), [e.collective for e in log]
+            assert len(log) == (1 if x.split_dim == 0 and comm.size > 1 else 0), [e.collective for e in log]
         with th.debug.comm_log() as log:
             x.cumprod(1)
-        assert len(log) == (1 if x.split == 1 and comm.size > 1 else 0)
+        assert len(log) == (1 if x.split_dim == 1 and comm.size > 1 else 0)
 
 
 @pytest.mark.parametrize("f, t", [

@@ -16,7 +16,7 @@ def test_expand_and_broadcast_to(shape, target):
         y = x.expand(*target)
         assert_dist_close(y, t.expand(target))
         (y * torch.arange(float(target[-1]), dtype=torch.float64)).sum().backward()
-        assert_dist_close(x.grad, ref.grad, split=x.split)
+        assert_dist_close(x.grad, ref.grad, split=x.split_dim)
 
 
 def test_expand_errors_name_global_shapes():

@@ -91,16 +91,16 @@ def test_local_lshape_counts_lshape_map(comm, shape):
         assert type(loc) is torch.Tensor and loc.data_ptr() == x.data_ptr()  # a view, no copy
         assert x.lshape == loc.shape
         assert x.lshape_map.dtype == torch.int64 and x.lshape_map.shape == (comm.size, t.dim())
-        if x.split is None:
+        if x.split_dim is None:
             assert x.counts is None and x.is_balanced and x.offset == 0
             assert torch.equal(loc, t)
             assert x.lshape_map.tolist() == [list(t.shape)] * comm.size
             continue
-        assert len(x.counts) == comm.size and sum(x.counts) == t.shape[x.split]
-        assert x.is_balanced == (x.counts == layout.balanced_counts(t.shape[x.split], comm.size))
+        assert len(x.counts) == comm.size and sum(x.counts) == t.shape[x.split_dim]
+        assert x.is_balanced == (x.counts == layout.balanced_counts(t.shape[x.split_dim], comm.size))
         assert x.offset == layout.offsets(x.counts)[comm.rank]
-        assert torch.equal(loc, t.narrow(x.split, x.offset, x.counts[comm.rank]))
-        assert x.lshape_map[:, x.split].tolist() == list(x.counts)
+        assert torch.equal(loc, t.narrow(x.split_dim, x.offset, x.counts[comm.rank]))
+        assert x.lshape_map[:, x.split_dim].tolist() == list(x.counts)
         assert x.lshape_map[comm.rank].tolist() == list(x.lshape)
 
 
@@ -122,9 +122,9 @@ def test_resplit_any_axis_to_any_axis(comm, shape):
             assert_dist_close(y, t, split=target)
             assert y.is_balanced and x.shape == t.shape
             kinds = [e.collective for e in log]
-            if x.split is not None and target is not None and (x.split != target or not x.is_balanced):
+            if x.split_dim is not None and target is not None and (x.split_dim != target or not x.is_balanced):
                 assert kinds == ["alltoallv"]  # one exchange, never a gather
-            elif x.split is None:
+            elif x.split_dim is None:
                 assert kinds == []  # replicated -> split: every rank keeps its part
             elif target is None:
                 assert kinds == ["allgather"]
@@ -158,11 +158,11 @@ def test_balance(comm):
     t = torch.randn(9, 3)
     for x in layouts(t):
         b = x.balance()
-        assert_dist_close(b, t, split=x.split)
+        assert_dist_close(b, t, split=x.split_dim)
         assert b.is_balanced and (b is x) == x.is_balanced
         x.balance_()
         assert x.is_balanced
-        assert_dist_close(x, t, split=b.split)
+        assert_dist_close(x, t, split=b.split_dim)
     z = th.from_local(torch.full((comm.rank + 1, 3), float(comm.rank)), split=0)
     expected = torch.cat([torch.full((r + 1, 3), float(r)) for r in range(comm.size)])
     assert z.counts == tuple(range(1, comm.size + 1))
@@ -178,7 +178,7 @@ def test_resplit_of_strided_local_chunks(comm):
     t = torch.randn(4, 6, 5)
     for x in layouts(t):
         local = x.local.permute(2, 1, 0).contiguous().permute(2, 1, 0)  # same values, reversed strides
-        y = th.from_local(local, split=x.split)
+        y = th.from_local(local, split=x.split_dim)
         for axis in (None, 0, 1, 2):
             assert_dist_close(y.resplit(axis), t, split=axis)
 
@@ -192,7 +192,7 @@ def test_full_gather_numpy(comm, shape):
         assert type(full) is torch.Tensor and torch.equal(full, t)
         for root in range(comm.size):
             with th.debug.comm_log() as log:
-                g = x.gather(root)
+                g = x.gather_to(root)
             if comm.rank == root:
                 assert type(g) is torch.Tensor and torch.equal(g, t)
             else:
@@ -212,7 +212,7 @@ def test_item_of_one_element(comm):
 # -- conversions and copies keep the layout ---------------------------------------------------
 def same_layout(y, x):
     assert isinstance(y, th.DistTensor)
-    assert (y.split, y.counts, y.shape, y.comm) == (x.split, x.counts, x.shape, x.comm)
+    assert (y.split_dim, y.counts, y.shape, y.comm) == (x.split_dim, x.counts, x.shape, x.comm)
 
 
 def test_to_clone_detach(comm):
@@ -306,7 +306,7 @@ def test_global_str(comm):
     for x in layouts(t):
         s = th.global_str(x)
         if comm.rank == 0:
-            assert s.startswith(repr(t)) and f"split={x.split}" in s
+            assert s.startswith(repr(t)) and f"split={x.split_dim}" in s
         else:
             assert s == ""
     assert th.global_str(t) == repr(t)
@@ -328,9 +328,9 @@ def test_grad_through_resplit_and_balance(comm):
     for axis in (None, 0, 1):
         for x in layouts(t, requires_grad=True):
             loss = (x.resplit(axis).balance().exp() * W).sum()
-            assert isinstance(loss, th.DistTensor) and loss.split is None
+            assert isinstance(loss, th.DistTensor) and loss.split_dim is None
             loss.backward()
-            assert_dist_close(x.grad, expected, split=x.split)
+            assert_dist_close(x.grad, expected, split=x.split_dim)
 
 
 def test_grad_through_full(comm):
@@ -340,7 +340,7 @@ def test_grad_through_full(comm):
         loss = (x.full().exp() * W).sum()  # plain torch on the gathered tensor, on every rank
         assert type(loss) is torch.Tensor
         loss.backward()
-        assert_dist_close(x.grad, expected, split=x.split)
+        assert_dist_close(x.grad, expected, split=x.split_dim)
 
 
 def test_grad_through_distribute(comm):
@@ -362,13 +362,13 @@ def test_grad_through_from_local(comm):
     t = torch.randn(5, 6, dtype=torch.float64)
     expected = torch_grad(lambda a: (a.exp() * W).sum(), t)
     for x in layouts(t):
-        if x.split is None:
+        if x.split_dim is None:
             continue
         chunk = x.local.clone().requires_grad_()
-        z = th.from_local(chunk, split=x.split)
+        z = th.from_local(chunk, split=x.split_dim)
         assert z.counts == x.counts
         (z.balance().exp() * W).sum().backward()
-        torch.testing.assert_close(chunk.grad, expected.narrow(x.split, x.offset, x.counts[comm.rank]))
+        torch.testing.assert_close(chunk.grad, expected.narrow(x.split_dim, x.offset, x.counts[comm.rank]))
 
 
 def test_replicated_leaf_gets_the_full_gradient_on_every_rank(comm):
@@ -381,8 +381,8 @@ def test_replicated_leaf_gets_the_full_gradient_on_every_rank(comm):
         ((x * plain).exp() * W).sum().backward()
         ((x.detach() * dist).exp() * W).sum().backward()
         torch.testing.assert_close(plain.grad, b.grad)
-        assert isinstance(dist.grad, th.DistTensor) and dist.grad.split is None
+        assert isinstance(dist.grad, th.DistTensor) and dist.grad.split_dim is None
         torch.testing.assert_close(dist.grad.local, b.grad)
         every = comm.allgather(plain.grad)
         assert all(torch.equal(g, every[0]) for g in every)  # bitwise the same on every rank
-        assert_dist_close(x.grad, a.grad, split=x.split)
+        assert_dist_close(x.grad, a.grad, split=x.split_dim)

@@ -34,5 +34,5 @@ def global_str(x) -> str:
     """
     if not isinstance(x, DistTensor):
         return repr(x)
-    full_tensor = x.gather(0)
-    return "" if full_tensor is None else f"{full_tensor!r} (split={x.split}, ranks={x.comm.size})"
+    full_tensor = x.gather_to(0)
+    return "" if full_tensor is None else f"{full_tensor!r} (split={x.split_dim}, ranks={x.comm.size})"

@@ -4,7 +4,7 @@ Examples
 --------
 >>> import torch, torchheat as th
 >>> x = th.distribute(torch.arange(10.).reshape(5, 2), split=0)
->>> x.shape, x.split
+>>> x.shape, x.split_dim
 (torch.Size([5, 2]), 0)
 >>> bool((x.full() == torch.arange(10.).reshape(5, 2)).all())
 True
@@ -21,7 +21,7 @@ from .comm import Communicator, functional as cf
 
 
 class DistTensor(torch.Tensor):
-    """A tensor split along one axis (``split``) over the ranks of ``comm``, or replicated.
+    """A tensor split along one axis (``split_dim``) over the ranks of ``comm``, or replicated.
 
     Shape queries (``shape``, ``size()``, ``dim()``, ``numel()``, ``len()``) report the
     global tensor; ``local`` is this rank's chunk. Torch functions called on it run
@@ -52,7 +52,7 @@ class DistTensor(torch.Tensor):
 
     # -- metadata ------------------------------------------------------------------------
     @property
-    def split(self) -> Optional[int]:
+    def split_dim(self) -> Optional[int]:
         """The axis the tensor is split along, or None when every rank holds all of it."""
         return self._split
 
@@ -145,7 +145,7 @@ class DistTensor(torch.Tensor):
             return self.local
         return cf.all_gather(self.local, self._comm, self._counts, self._split)
 
-    def gather(self, root: int = 0) -> Optional[torch.Tensor]:
+    def gather_to(self, root: int = 0) -> Optional[torch.Tensor]:
         """The global tensor on ``root`` (a plain tensor), None on the other ranks (collective)."""
         if not 0 <= root < self._comm.size:
             raise ValueError(f"root={root} is not a rank of a communicator of size {self._comm.size}")

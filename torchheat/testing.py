@@ -58,13 +58,13 @@ def check_layout(x: DistTensor) -> None:
     """Assert a DistTensor's metadata is consistent with its local chunk (on this rank)."""
     assert isinstance(x, DistTensor), f"expected a DistTensor, got {type(x).__name__}"
     lshape = x.lshape
-    if x.split is None:
+    if x.split_dim is None:
         assert lshape == x.shape, f"replicated tensor: local shape {tuple(lshape)} != global {tuple(x.shape)}"
         return
     counts = x.counts
-    assert len(counts) == x.comm.size and sum(counts) == x.shape[x.split], f"counts {counts} vs shape {tuple(x.shape)}"
-    expected = layout.local_shape(x.shape, x.split, counts[x.comm.rank])
-    assert lshape == expected, f"local shape {tuple(lshape)} != {tuple(expected)} (split={x.split}, counts={counts})"
+    assert len(counts) == x.comm.size and sum(counts) == x.shape[x.split_dim], f"counts {counts} vs shape {tuple(x.shape)}"
+    expected = layout.local_shape(x.shape, x.split_dim, counts[x.comm.rank])
+    assert lshape == expected, f"local shape {tuple(lshape)} != {tuple(expected)} (split={x.split_dim}, counts={counts})"
 
 
 def assert_dist_close(actual, expected: torch.Tensor, *, rtol: Optional[float] = None, atol: Optional[float] = None,
@@ -85,7 +85,7 @@ def assert_dist_close(actual, expected: torch.Tensor, *, rtol: Optional[float] =
     try:
         check_layout(actual)
         if split != -1:
-            assert actual.split == split, f"split {actual.split} != expected {split}"
+            assert actual.split_dim == split, f"split {actual.split_dim} != expected {split}"
         assert actual.shape == expected.shape, f"global shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     except AssertionError as err:
         problem = str(err)

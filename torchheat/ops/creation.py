@@ -212,7 +212,7 @@ def _like_factory(torch_like, x, split, dtype, device, comm, requires_grad, **kw
 def zeros_like(x, split="same", dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
     """Zeros with ``x``'s global shape (and layout, unless ``split`` is given).
 
-    >>> zeros_like(ones(4, split=0)).split
+    >>> zeros_like(ones(4, split=0)).split_dim
     0
     """
     return _like_factory(torch.zeros_like, x, split, dtype, device, comm, requires_grad)

@@ -16,7 +16,7 @@ Examples
 >>> x = th.distribute(t, split=0)
 >>> bool(torch.allclose(F.softmax(x, dim=0).full(), F.softmax(t, dim=0)))
 True
->>> F.relu(x).split, F.glu(x, dim=0).shape
+>>> F.relu(x).split_dim, F.glu(x, dim=0).shape
 (0, torch.Size([3, 4]))
 """
 from __future__ import annotations

@@ -15,9 +15,9 @@ Examples
 >>> import torch, torchheat as th
 >>> x = th.distribute(torch.arange(6.).reshape(3, 2), split=0)
 >>> y = (x * 2 + torch.tensor([1., -1.])).exp()
->>> y.split, y.shape
+>>> y.split_dim, y.shape
 (0, torch.Size([3, 2]))
->>> torch.where(x > 2, x, 0.).split
+>>> torch.where(x > 2, x, 0.).split_dim
 0
 """
 from __future__ import annotations

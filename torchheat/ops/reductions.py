@@ -22,7 +22,7 @@ Examples
 --------
 >>> import torch, torchheat as th
 >>> x = th.distribute(torch.arange(12.).reshape(4, 3), split=0)
->>> x.sum().item(), x.sum(1).split, x.mean(0).split
+>>> x.sum().item(), x.sum(1).split_dim, x.mean(0).split_dim
 (66.0, 0, None)
 >>> x.max(0).indices.tolist(), x.argmax().item()
 ([3, 3, 3], 11)

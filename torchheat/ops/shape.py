@@ -9,7 +9,7 @@ Examples
 >>> import torch, torchheat as th
 >>> x = th.distribute(torch.arange(4.).reshape(4, 1), split=0)
 >>> y = x.expand(4, 3)
->>> y.shape, y.split
+>>> y.shape, y.split_dim
 (torch.Size([4, 3]), 0)
 """
 from __future__ import annotations
