@@ -284,8 +284,32 @@ def reload(x):
 def test_load_on_another_number_of_ranks_is_refused(comm):
     from torchheat.tensor import _rebuild
 
-    with pytest.raises(ValueError, match=r"saved from a layout over \d+ ranks .* cannot be loaded as rank"):
-        _rebuild(torch.zeros(2, 3), 0, (2 * comm.size + 2, 3), (2,) * (comm.size + 1), False)
+    with pytest.raises(ValueError, match=r"saved by rank 0 of \d+ .* cannot be loaded as rank"):
+        _rebuild(torch.zeros(2, 3), 0, (2 * comm.size + 2, 3), (2,) * (comm.size + 1), False, 0)
+
+
+def test_torch_save_of_one_rank_is_not_loaded_by_the_others(comm):
+    """A split chunk saved by rank 0 alone and loaded by every rank: only rank 0 gets it back;
+    the others raise instead of silently taking rank 0's rows as their own."""
+    t = torch.arange(12.0).reshape(6, 2)
+    x = th.distribute(t, split=0, counts=th.layout.balanced_counts(6, comm.size))
+    saved = io.BytesIO()
+    torch.save(x, saved)
+    data = comm.allgather_obj(saved.getvalue())[0]  # rank 0's file, read by everyone
+    try:
+        y = torch.load(io.BytesIO(data), weights_only=True)
+        outcome = torch.equal(y.local, x.local)
+    except ValueError as err:
+        outcome = str(err)
+    if comm.rank == 0:
+        assert outcome is True
+    else:
+        assert "saved by rank 0" in outcome and f"loaded as rank {comm.rank}" in outcome and "x.full()" in outcome
+    r = th.distribute(t)  # a replicated tensor is the same everywhere: any rank may load it
+    saved = io.BytesIO()
+    torch.save(r, saved)
+    y = torch.load(io.BytesIO(comm.allgather_obj(saved.getvalue())[0]), weights_only=True)
+    assert y.split_dim is None and torch.equal(y.local, t)
 
 
 # -- printing --------------------------------------------------------------------------------

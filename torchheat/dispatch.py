@@ -63,6 +63,14 @@ def _is_inplace(f: Callable) -> bool:
     return (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name.endswith("__") and name not in ("__index__", "__int__", "__invert__", "__iter__"))
 
 
+def _same_meaning(namespace, name: str) -> bool:
+    """Whether ``namespace.name`` means torch's ``name``. torch.linalg and torch.fft functions
+    are ops of their own (``linalg.polar`` is a matrix decomposition, ``torch.polar`` a
+    complex number; ``linalg.cross`` and ``linalg.diagonal`` have other defaults), so they
+    count only where torch has no function of that name."""
+    return namespace not in (torch.linalg, torch.fft) or getattr(torch, name, None) is None
+
+
 def aliases(name: str) -> List[Callable]:
     """Every callable that means the torch function ``name``: namespaces, Tensor methods,
     in-place forms and Python operators.
@@ -70,9 +78,9 @@ def aliases(name: str) -> List[Callable]:
     >>> torch.Tensor.__radd__ in aliases("add")
     True
     """
-    found = [getattr(ns, name, None) for ns in _NAMESPACES]
+    found = [getattr(ns, name, None) for ns in _NAMESPACES if _same_meaning(ns, name)]
     found += [getattr(torch.Tensor, n, None) for n in (name, name + "_") + DUNDERS.get(name, ())]
-    found += [getattr(ns, name + "_", None) for ns in _NAMESPACES]  # torch.relu_, F.elu_, ...
+    found += [getattr(ns, name + "_", None) for ns in _NAMESPACES if _same_meaning(ns, name)]  # torch.relu_, F.elu_, ...
     return [f for f in dict.fromkeys(found) if f is not None]
 
 
@@ -98,8 +106,41 @@ def implements(*names: str) -> Callable[[Handler], Handler]:
     return deco
 
 
+def _view_names() -> set:
+    """Names of the aten ops whose result aliases an input (a view), read from their schemas."""
+    names = set()
+    for schema in torch._C._jit_get_all_schemas():
+        if schema.name.startswith("aten::") and any(r.alias_info is not None and not r.alias_info.is_write for r in schema.returns):
+            names.add(schema.name[len("aten::"):])
+    return names
+
+
+# Functions that return a view of (or may alias) an input in torch: Tensor properties and methods
+# whose aten ops' schemas say so, under all their Python names. A gathered copy would not alias.
+VIEWS: set = {f for name in _view_names() for f in aliases(name) if not _is_inplace(f)}
+VIEWS |= {getattr(torch.Tensor, p).__get__ for p in ("T", "mT", "H", "mH", "real", "imag")}
+VIEWS |= {torch.Tensor.__getitem__, torch.Tensor.view, torch.Tensor.view_as, torch.Tensor.unfold}
+
+
+# Public torch callables that never reach ``__torch_function__`` (found by tests/test_api.py,
+# which calls every public function and Tensor method on a split DistTensor): they see the
+# local chunk only. They cannot be intercepted from Python; use what the reason says.
+BYPASSES = {
+    "torch.tensor": "copies the local chunk into a plain tensor; use x.full() (global) or x.local (chunk)",
+    "torch.to_dlpack": "exports the local chunk's memory (as x.__dlpack__ does); use x.full() for the global tensor",
+    "Tensor.set_": "replaces the local storage without updating the global shape; build a new DistTensor instead",
+}
+
+
+def writes(func: Callable, kwargs: dict) -> bool:
+    """Whether a call writes into one of its arguments (in-place form, ``out=``, setitem)."""
+    return func in INPLACE or _is_inplace(func) or kwargs.get("out") is not None or func is torch.Tensor.__setitem__
+
+
 def func_name(func: Callable) -> str:
     """A readable name for a torch callable (``torch.add``, ``Tensor.__radd__``)."""
+    if type(func).__name__ == "method-wrapper" and func.__name__ in ("__get__", "__set__"):  # a property: Tensor.T
+        return f"Tensor.{func.__self__.__name__}" + (" (set)" if func.__name__ == "__set__" else "")
     qual = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
     if qual.startswith("TensorBase."):
         qual = "Tensor." + qual[len("TensorBase."):]
@@ -107,7 +148,8 @@ def func_name(func: Callable) -> str:
     mod = getattr(func, "__module__", None) or ""
     if not qual.startswith("Tensor.") and mod.startswith("torch"):
         mod = {"torch._C._special": "torch.special", "torch._C._linalg": "torch.linalg", "torch._C._nn": "torch.nn.functional",
-               "torch._C._VariableFunctions": "torch"}.get(mod, mod)
+               "torch._C._fft": "torch.fft", "torch._C._VariableFunctions": "torch"}.get(mod, mod)
+        qual = qual.removeprefix(mod.rpartition(".")[2] + "_")  # torch.linalg.polar, not torch.linalg.linalg_polar
         return f"{mod}.{qual}" if mod not in ("", "builtins") else qual
     return qual
 
@@ -152,6 +194,32 @@ def raise_global_error(func: Callable, args: tuple, kwargs: dict):
         raise meta_error.with_traceback(None) from None
     shapes = [tuple(shape_of(a)) for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor)]
     raise RuntimeError(f"{func_name(func)}: operands of global shapes {shapes} are not compatible")
+
+
+def agree(comm, error: Optional[BaseException]) -> None:
+    """Raise on every rank if any rank saw ``error`` (one one-byte allreduce when none did).
+
+    For data-dependent errors that only the ranks holding the offending values see (integer
+    division by zero): every rank raises the exception of the lowest failing rank, naming
+    the ranks that saw it, so no rank runs ahead into the next collective.
+    """
+    if comm.size == 1:
+        if error is not None:
+            raise error
+        return
+    flag = torch.tensor([error is not None], dtype=torch.uint8)
+    if not comm.allreduce(flag, "max").item():
+        return
+    seen = [(r, e) for r, e in enumerate(comm.allgather_obj(None if error is None else (type(error), str(error)))) if e]
+    kind, message = seen[0][1]
+    ranks = [r for r, _ in seen]
+    if error is not None and len(ranks) == 1:
+        raise error
+    try:
+        agreed = kind(f"{message} (on rank(s) {ranks})")
+    except Exception:  # an exception type that takes other arguments
+        agreed = RuntimeError(f"{kind.__name__}: {message} (on rank(s) {ranks})")
+    raise agreed from error
 
 
 def common_comm(tensors: Iterable[DistTensor]):
@@ -205,7 +273,7 @@ def replicated_operand(t: torch.Tensor, comm, axis: int, start: int, count: int)
     if isinstance(t, DistTensor):
         t = t.local
     t = cf.enter_replicated(t, comm)
-    if axis >= 0 and t.shape[axis] not in (1, count):  # (count: all rows are local)
+    if axis >= 0 and t.shape[axis] != count:  # (count: all rows are local)
         t = t.narrow(axis, start, count)
     return t
 
@@ -260,13 +328,17 @@ def no_rule(func: Callable, args: tuple, kwargs: dict):
     comm = common_comm(dists)
     split = [a for a in dists if a._split is not None]
     if not split:
-        return wrap_replicated(run_local(func, args, kwargs), comm)
+        out = run_local(func, args, kwargs)
+        for a in dists:  # an in-place shape change (t_, unsqueeze_, resize_, ...) of a replicated tensor
+            a._gshape = a.lshape
+        return wrap_replicated(out, comm)
     name = func_name(func)
     splits = [a._split for a in dists]
-    writes = func in INPLACE or _is_inplace(func) or "out" in kwargs or func_name(func).endswith("__setitem__")
-    if config.fallback == "error" or writes:  # a write into a gathered copy would be lost
+    aliasing = func in VIEWS or writes(func, kwargs)
+    if config.fallback == "error" or aliasing:
+        why = " (it returns a view of, or writes into, its input: a gathered copy would not alias it)" if aliasing else ""
         raise NotDistributedError(
-            f"{name} has no distributed rule for operands split along {splits} "
+            f"{name} has no distributed rule for operands split along {splits}{why} "
             f"(th.config.fallback={config.fallback!r}); resplit them to None first, or add a rule"
         )
     if name not in _warned:

@@ -176,22 +176,26 @@ class DistTensor(torch.Tensor):
         return out
 
     def __reduce_ex__(self, proto):
+        # Pickling (torch.save, deepcopy across processes) keeps this rank's chunk and which rank
+        # it belongs to: a split chunk can only be loaded back by that rank of the same layout.
         with DisableTorchFunctionSubclass():
             data = self.detach().clone()
             requires_grad = self.requires_grad
-        return (_rebuild, (data, self._split, tuple(self._gshape), self._counts, requires_grad))
+        rank = None if self._split is None else self._comm.rank
+        return (_rebuild, (data, self._split, tuple(self._gshape), self._counts, requires_grad, rank))
 
 
-def _rebuild(local, split, gshape, counts, requires_grad):
-    """Unpickle a DistTensor's local part onto the default communicator."""
+def _rebuild(local, split, gshape, counts, requires_grad, rank=None):
+    """Unpickle a DistTensor's chunk onto the default communicator (the rank that saved it)."""
     from .comm import get_comm
 
     comm = get_comm()
-    if split is not None and (len(counts) != comm.size or local.shape[split] != counts[comm.rank]):
+    if split is not None and (len(counts) != comm.size or rank != comm.rank or local.shape[split] != counts[comm.rank]):
         raise ValueError(
-            f"a DistTensor chunk of shape {tuple(local.shape)} saved from a layout over {len(counts)} ranks "
-            f"(counts={counts}) cannot be loaded as rank {comm.rank} of {comm.size}; expected the chunk this "
-            "rank saved, on the same number of ranks"
+            f"a DistTensor chunk saved by rank {rank} of {len(counts)} (split={split}, counts={counts}) cannot be "
+            f"loaded as rank {comm.rank} of {comm.size}: torch.save keeps only the saving rank's chunk, so each rank "
+            "must load the file it saved itself, on the same number of ranks. To save the global tensor, save "
+            "x.full() (or x.gather_to(0) on rank 0) and load it with th.distribute"
         )
     return make_leaf(local, split, comm, torch.Size(gshape), counts, requires_grad)
 

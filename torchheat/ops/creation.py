@@ -85,9 +85,10 @@ def distribute(t, split: Optional[int] = None, comm: Optional[Communicator] = No
 def from_local(t: torch.Tensor, split: Optional[int], comm: Optional[Communicator] = None) -> DistTensor:
     """Make a DistTensor from the chunk each rank holds (any counts: the layout may be unbalanced).
 
-    The chunks' number of dimensions, sizes outside ``split``, dtype and device type must
-    agree on all ranks; otherwise every rank raises ValueError. With ``split=None`` all
-    chunks must have the same shape. Differentiable with respect to ``t``.
+    The chunks' number of dimensions, sizes outside ``split``, dtype, device type and
+    ``requires_grad``, and the ``split`` argument, must agree on all ranks; otherwise every
+    rank raises ValueError. With ``split=None`` all chunks must have the same shape.
+    Differentiable with respect to ``t``.
 
     Examples
     --------
@@ -100,21 +101,21 @@ def from_local(t: torch.Tensor, split: Optional[int], comm: Optional[Communicato
     comm = _comm(comm)
     if not isinstance(t, torch.Tensor) or isinstance(t, DistTensor):
         raise TypeError(f"from_local expects this rank's chunk as a plain torch.Tensor, got {type(t).__name__}")
-    split = layout.normalize_split(split, t.dim())
-    metas = comm.allgather_obj((tuple(t.shape), str(t.dtype), t.device.type))
+    # Everything is compared before anything is checked: a check that only some ranks fail
+    # (a split axis valid for one rank's ndim only) would otherwise leave the others waiting.
+    mine = (tuple(t.shape), str(t.dtype), t.device.type, t.requires_grad, split)
+    metas = comm.allgather_obj(mine)
+    problems = [f"{what} differ: {[m[i] for m in metas]}" for i, what in
+                ((4, "split axes"), (1, "dtypes"), (2, "devices"), (3, "requires_grad flags")) if len({m[i] for m in metas}) > 1]
     shapes = [m[0] for m in metas]
-    problems = []
     if len({len(s) for s in shapes}) > 1:
-        problems.append(f"number of dimensions differs: {shapes}")
-    elif any(tuple(n for i, n in enumerate(s) if i != split) != tuple(n for i, n in enumerate(shapes[0]) if i != split) for s in shapes):
-        what = "shapes" if split is None else f"sizes outside split axis {split}"
-        problems.append(f"{what} differ: {shapes}")
-    if len({m[1] for m in metas}) > 1:
-        problems.append(f"dtypes differ: {[m[1] for m in metas]}")
-    if len({m[2] for m in metas}) > 1:
-        problems.append(f"devices differ: {[m[2] for m in metas]}")
+        problems.insert(0, f"number of dimensions differs: {shapes}")
     if problems:
         raise ValueError("from_local: the chunks of the ranks do not fit together (" + "; ".join(problems) + ")")
+    split = layout.normalize_split(split, t.dim())
+    if any(tuple(n for i, n in enumerate(s) if i != split) != tuple(n for i, n in enumerate(shapes[0]) if i != split) for s in shapes):
+        what = "shapes" if split is None else f"sizes outside split axis {split}"
+        raise ValueError(f"from_local: the chunks of the ranks do not fit together ({what} differ: {shapes})")
     if split is None:
         return wrap(t, None, comm, t.shape, None) if t.requires_grad else make_leaf(t, None, comm, t.shape)
     counts = tuple(s[split] for s in shapes)
@@ -257,18 +258,28 @@ def arange(start, end=None, step=1, split=None, dtype=None, device=None, comm=No
     comm, split, counts, lo, hi = _index_chunk(n, split, comm)
     if dtype.is_floating_point or dtype.is_complex:
         local = (torch.arange(lo, hi, dtype=torch.float64, device=device) * step + start).to(dtype)
-    else:
-        local = torch.arange(start + lo * step, start + hi * step, step, dtype=dtype, device=device)[: hi - lo]
+    else:  # torch truncates start and step to the integer dtype (the length comes from the true values)
+        local = (torch.arange(lo, hi, dtype=torch.int64, device=device) * int(step) + int(start)).to(dtype)
     return make_leaf(local, split, comm, torch.Size([n]), counts, requires_grad)
 
 
 def _linspace_chunk(start, end, steps, lo, hi, device):
     # torch's formula: the first half counts up from start, the second half down from end.
+    # In double precision (complex128 for complex bounds), cast by the caller.
+    start, end = (complex(start), complex(end)) if isinstance(start, complex) or isinstance(end, complex) else (float(start), float(end))
+    wide = torch.complex128 if isinstance(start, complex) else torch.float64
     idx = torch.arange(lo, hi, dtype=torch.float64, device=device)
     if steps == 1:
-        return torch.full_like(idx, float(start))
+        return torch.full(idx.shape, start, dtype=wide, device=device)
     step = (end - start) / (steps - 1)
-    return torch.where(idx < steps // 2, start + step * idx, end - step * (steps - 1 - idx))
+    return torch.where(idx < steps // 2, start + step * idx, end - step * (steps - 1 - idx)).to(wide)
+
+
+def _number(value):
+    """A Python number from a number or a 0-d tensor bound (complex stays complex)."""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    return value if isinstance(value, complex) else float(value)
 
 
 def linspace(start, end, steps, split=None, dtype=None, device=None, comm=None, requires_grad=False) -> DistTensor:
@@ -279,7 +290,7 @@ def linspace(start, end, steps, split=None, dtype=None, device=None, comm=None, 
     """
     dtype = _probe(torch.linspace, start, end, steps, dtype=dtype, requires_grad=requires_grad).dtype
     comm, split, counts, lo, hi = _index_chunk(steps, split, comm)
-    local = _linspace_chunk(float(start), float(end), steps, lo, hi, device).to(dtype)
+    local = _linspace_chunk(_number(start), _number(end), steps, lo, hi, device).to(dtype)
     return make_leaf(local, split, comm, torch.Size([steps]), counts, requires_grad)
 
 
@@ -291,7 +302,7 @@ def logspace(start, end, steps, base=10.0, split=None, dtype=None, device=None, 
     """
     dtype = _probe(torch.logspace, start, end, steps, base, dtype=dtype, requires_grad=requires_grad).dtype
     comm, split, counts, lo, hi = _index_chunk(steps, split, comm)
-    local = torch.pow(float(base), _linspace_chunk(float(start), float(end), steps, lo, hi, device)).to(dtype)
+    local = torch.pow(float(base), _linspace_chunk(_number(start), _number(end), steps, lo, hi, device)).to(dtype)
     return make_leaf(local, split, comm, torch.Size([steps]), counts, requires_grad)
 
 

@@ -191,6 +191,36 @@ def write_out(out, result, func=None, call=None):
     return out
 
 
+def integer_division(func, args, kwargs):
+    """``//``, ``%``, ``fmod``, ``div(rounding_mode=...)``: torch raises for an integer division
+    by zero on the ranks whose chunk holds the zero (an empty chunk never raises), so the
+    ranks agree on the outcome. Only integer operands with a split one and a divisor that is
+    not a nonzero number pay for that (one small allreduce)."""
+    if not _may_divide_by_zero(func, args, kwargs):
+        return elementwise(func, args, kwargs)
+    error = result = None
+    try:
+        result = elementwise(func, args, kwargs)
+    except Exception as e:  # noqa: BLE001 -- agreed on below, then raised on every rank
+        error = e
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, DistTensor)]
+    d.agree(d.common_comm(tensors), error)
+    return result
+
+
+def _may_divide_by_zero(func, args, kwargs) -> bool:
+    tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+    if any(t.is_floating_point() or t.is_complex() for t in tensors):
+        return False
+    if not any(type(t) is DistTensor and t._split is not None and t._comm.size > 1 for t in tensors):
+        return False
+    if func in _TRUE_DIVISION and kwargs.get("rounding_mode") is None:
+        return False  # true division of integers gives floats
+    reflected = getattr(func, "__name__", "").startswith("__r")
+    divisor = args[0] if reflected else (args[1] if len(args) > 1 else kwargs.get("other"))
+    return not (isinstance(divisor, (int, float)) and divisor != 0)
+
+
 def where(func, args, kwargs):
     """``where(cond, a, b)`` is pointwise; ``where(cond)`` alone is ``nonzero``, not pointwise."""
     if len(args) + len(kwargs) == 1:
@@ -201,6 +231,8 @@ def where(func, args, kwargs):
 for _name in [n for n in tagged_pointwise() if n not in NOT_HERE] + list(UNTAGGED):
     d.register(d.aliases(_name), elementwise)
 d.register(d.aliases("where"), where)
+_TRUE_DIVISION = set(d.aliases("div") + d.aliases("divide"))
+d.register(d.aliases("floor_divide") + d.aliases("remainder") + d.aliases("fmod") + list(_TRUE_DIVISION), integer_division)
 # Not functions of torch: the conversion to complex32 (torch.chalf is the dtype), the
 # properties x.real and x.imag, and copy_ (an in-place, casting, broadcasting write).
 d.register([torch.Tensor.chalf, torch.Tensor.real.__get__, torch.Tensor.imag.__get__, torch.Tensor.copy_], elementwise)

@@ -69,7 +69,7 @@ _LOCAL_ATTRS = (
 _LOCAL_METHODS = (
     "is_floating_point", "is_complex", "is_signed", "element_size", "is_contiguous", "data_ptr", "storage_offset",
     "stride", "get_device", "untyped_storage", "storage", "_typed_storage", "is_pinned", "has_names", "_is_view",
-    "is_inference", "retain_grad", "register_hook", "register_post_accumulate_grad_hook", "backward",
+    "is_inference", "retain_grad", "register_hook", "register_post_accumulate_grad_hook",
     "__dlpack_device__", "is_shared", "dim_order", "_is_zerotensor", "is_conj", "is_neg", "_is_all_true",
 )
 
