@@ -195,3 +195,23 @@ def test_torch_like_functions_keep_the_layout(comm):
         for y in (torch.zeros_like(x), torch.ones_like(x, dtype=torch.int64), torch.full_like(x, 3.0), torch.empty_like(x)):
             assert (y.split_dim, y.counts, y.shape) == (x.split_dim, x.counts, x.shape)
         assert_dist_close(torch.full_like(x, 3.0), torch.full_like(t, 3.0))
+
+
+@pytest.mark.parametrize("start, end, step, dtype", [
+    (0, 10, 2.5, torch.int64), (1, 10, 0.7, torch.int32), (-3, 4.5, 1.5, torch.int64), (0.5, 10, 2.5, torch.int16),
+    (0, -10, -3, torch.int64), (0, 10, 3, None), (1e10, 1e10 + 10, 3, torch.float32), (0, 1, 0.1, torch.float64),
+])
+def test_arange_matches_torch_for_every_step(comm, start, end, step, dtype):
+    expected = torch.arange(start, end, step, dtype=dtype)
+    for split in (None, 0):
+        x = th.arange(start, end, step, dtype=dtype, split=split)
+        assert_dist_close(x, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("start, end, steps, dtype", [
+    (0, 1 + 2j, 5, None), (1j, 3, 4, torch.complex64), (0, 2, 7, torch.complex128), (-1 - 1j, 1 + 1j, 1, None),
+])
+def test_complex_linspace_and_logspace(comm, start, end, steps, dtype):
+    for split in (None, 0):
+        assert_dist_close(th.linspace(start, end, steps, dtype=dtype, split=split), torch.linspace(start, end, steps, dtype=dtype))
+        assert_dist_close(th.logspace(start, end, steps, dtype=dtype, split=split), torch.logspace(start, end, steps, dtype=dtype))

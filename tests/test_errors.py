@@ -156,3 +156,52 @@ def test_collective_arguments(comm):
     raises_on_every_rank(comm, ValueError, rf"counts={re.escape(str(counts))} is not a layout of 4 rows",
                          comm.reduce_scatter, torch.ones(4, 2), counts)
     raises_on_every_rank(comm, IndexError, r"Dimension out of range .* for axis", comm.reduce_scatter, torch.ones(4, 2), (4,), 2)
+
+
+# -- errors that only the ranks holding some data would see: agreed on -----------------------
+@pytest.mark.parametrize("divide", [
+    lambda x, z: x // z, lambda x, z: x % z, lambda x, z: torch.fmod(x, z),
+    lambda x, z: torch.div(x, z, rounding_mode="floor"), lambda x, z: torch.div(x, z, rounding_mode="trunc"),
+    lambda x, z: x // 0, lambda x, z: 7 % z, lambda x, z: x.remainder_(z),
+])
+def test_integer_division_by_zero_raises_on_every_rank(comm, divide):
+    """Only the rank holding the zero (the last row) would raise; empty chunks never would."""
+    t, zero_last = torch.arange(1, 7), torch.tensor([1, 1, 1, 1, 1, 0])
+    msg = torch_message(divide, t.clone(), zero_last)
+    for x in layouts(t):
+        z = th.distribute(zero_last, split=x.split_dim, counts=x.counts)
+        raises_on_every_rank(comm, RuntimeError, msg, divide, x, z)
+
+
+def test_integer_division_without_zero_needs_no_agreement(comm):
+    x = th.distribute(torch.arange(12).reshape(6, 2), split=0)
+    with th.debug.comm_log() as log:
+        y = x // 2 + x % 3
+    assert log == [] and torch.equal(y.full(), torch.arange(12).reshape(6, 2) // 2 + torch.arange(12).reshape(6, 2) % 3)
+    f = th.distribute(torch.arange(6.0), split=0)
+    with th.debug.comm_log() as log:
+        f // th.distribute(torch.zeros(6), split=0)  # floats divide by zero without error
+    assert log == []
+
+
+def test_from_local_disagreement_before_any_check(comm):
+    """A split axis valid on some ranks only, differing split arguments, ndim or requires_grad:
+    every rank raises the same ValueError (no rank leaves early and hangs the others)."""
+    if comm.size == 1:
+        return
+    last = comm.rank == comm.size - 1
+    raises_on_every_rank(comm, ValueError, r"number of dimensions differs", th.from_local,
+                         torch.zeros(2, 3, 1) if last else torch.zeros(2, 3), 2 if last else 0)
+    raises_on_every_rank(comm, ValueError, r"split axes differ: \[0, .*1\]", th.from_local, torch.zeros(2, 2), 1 if last else 0)
+    raises_on_every_rank(comm, ValueError, r"requires_grad flags differ", th.from_local,
+                         torch.zeros(2, 3, requires_grad=last), 0)
+
+
+def test_backward_gradient_of_the_wrong_shape(comm):
+    t = torch.ones(4, 3)
+    msg = r"Mismatch in shape: grad_output\[0\] has a shape of torch.Size\(\[4, 4\]\) and output\[0\] has a shape of torch.Size\(\[4, 3\]\)"
+    for x in layouts(t, requires_grad=True):
+        y = x * 2
+        raises_on_every_rank(comm, RuntimeError, msg, y.backward, torch.ones(4, 4))
+        raises_on_every_rank(comm, RuntimeError, msg, torch.autograd.grad, y, x, th.ones(4, 4, split=0))
+        raises_on_every_rank(comm, RuntimeError, r"grad can be implicitly created only for scalar outputs", y.backward)

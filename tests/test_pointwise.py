@@ -398,3 +398,23 @@ def test_nn_functional_inplace_activations():
         assert F.relu(x2, inplace=True) is x2
         assert F.elu_(x2) is x2
         assert_dist_close(x2, F.relu(a), split=x.split_dim)
+
+
+def test_out_whose_split_axis_has_one_row(comm):
+    """Ranks that own no row of a size-1 split axis keep an empty chunk: a plain operand's one
+    row is not broadcast into them."""
+    for counts in {th.layout.balanced_counts(1, comm.size), tuple(reversed(th.layout.balanced_counts(1, comm.size)))}:
+        o = th.distribute(torch.zeros(1, 3), split=0, counts=counts)
+        torch.mul(torch.ones(1, 3), 2.0, out=o)
+        assert o.counts == counts and o.lshape[0] == counts[comm.rank]
+        assert_dist_close(o, torch.full((1, 3), 2.0))
+        assert o.sum().item() == 6.0
+        y = th.distribute(torch.ones(1, 3), split=0, counts=counts) + torch.ones(1, 3)
+        assert_dist_close(y, torch.full((1, 3), 2.0), split=0)
+
+
+def test_explicit_out_none_is_not_a_write(comm):
+    t = torch.arange(6.0).reshape(3, 2)
+    for x in layouts(t):
+        assert_dist_close(torch.add(x, 1, out=None), t + 1)
+        assert_dist_close(torch.exp(x, out=None), torch.exp(t))
