@@ -10,15 +10,7 @@ import torch
 import torchheat as th
 
 comm = th.get_comm()
-
-
-def say(*parts):
-    """Print one line per rank, in rank order."""
-    for r in range(comm.size):
-        if r == comm.rank:
-            print(f"[rank {comm.rank}/{comm.size}]", *parts, flush=True)
-        comm.barrier()
-
+say = th.print_ranks  # one line per rank, printed by rank 0 in rank order (a collective)
 
 # Wrap data every rank holds: each rank keeps only its rows.
 data = np.arange(30, dtype=np.float32).reshape(10, 3)
@@ -50,6 +42,8 @@ loss = (th.distribute(torch.from_numpy(data), split=0) * w).square().mean()
 loss.backward()
 say("loss", round(loss.item(), 3), "grad of w", [round(g, 3) for g in w.grad.tolist()])
 
-# Bring the result back as a plain torch.Tensor / numpy array.
-if comm.rank == 0:
-    print("global array:\n", x.numpy()[:3], "...")
+# Bring the result back as a plain torch.Tensor / numpy array. x.numpy() and .item() are
+# collectives: every rank calls them; print0 then prints on rank 0 only. (Never write
+# `if comm.rank == 0: print(x.sum().item())`: the other ranks would not join the sum.)
+th.print0("global array:\n", x.numpy()[:3], "...")
+th.print0("global sum:", x.sum().item())

@@ -16,6 +16,7 @@ from .ops.creation import (
     arange, distribute, empty, empty_like, eye, from_local, full, full_like, linspace, logspace, ones, ones_like,
     zeros, zeros_like,
 )
+from .printing import global_str, print0, print_ranks
 from .tensor import DistTensor
 
 __version__ = "0.1.0"
@@ -23,16 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
-    "zeros_like", "ones_like", "empty_like", "full_like", "global_str",
+    "zeros_like", "ones_like", "empty_like", "full_like", "global_str", "print0", "print_ranks",
 ]
 
-
-def global_str(x) -> str:
-    """The global tensor formatted like ``repr(torch.Tensor)`` (collective: every rank calls it).
-
-    Gathers the tensor onto rank 0 for formatting; other ranks get an empty string.
-    """
-    if not isinstance(x, DistTensor):
-        return repr(x)
-    full_tensor = x.gather_to(0)
-    return "" if full_tensor is None else f"{full_tensor!r} (split={x.split_dim}, ranks={x.comm.size})"

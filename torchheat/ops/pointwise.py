@@ -26,7 +26,7 @@ import torch
 from torch._C import DisableTorchFunctionSubclass
 
 from .. import dispatch as d
-from ..tensor import DistTensor
+from ..tensor import DistTensor, wrap
 
 # Pointwise functions torch does not tag: composite aliases and decompositions (their aten
 # names carry no tags) and the complex views.
@@ -70,12 +70,15 @@ def elementwise(func, args, kwargs):
     """Handler for every pointwise torch function (unary, binary, ternary, in-place, ``out=``)."""
     # Fast path: DistTensors of one layout, scalars, and plain tensors that need no slicing:
     # nothing to align or communicate; any error is rerun below to get torch's global one.
+    # (Handlers run with torch-function dispatch off, so func computes on the local chunks.
+    # Layouts are compared by identity first: balanced counts come from one cache.)
     ref, plain = None, False
     for a in (*args, *kwargs.values()) if kwargs else args:
         if type(a) is DistTensor:
             if ref is None:
                 ref = a
-            elif a._gshape != ref._gshape or a._split != ref._split or a._counts != ref._counts or a._comm is not ref._comm:
+            elif (a._counts is not ref._counts and a._counts != ref._counts) or a._split != ref._split \
+                    or (a._gshape is not ref._gshape and a._gshape != ref._gshape) or a._comm is not ref._comm:
                 break
         elif isinstance(a, torch.Tensor):
             plain = True
@@ -84,14 +87,17 @@ def elementwise(func, args, kwargs):
             try:
                 if func in d.INPLACE:
                     if args[0] is ref:
-                        return d.run_local(func, args, kwargs)
+                        return func(*args, **kwargs)
                 else:
-                    with DisableTorchFunctionSubclass():
-                        out = func(*args, **kwargs)
+                    out = func(*args, **kwargs)
                     if out is ref:  # F.relu(x, True) and friends return their input
                         return ref
-                    split, gshape = _broadcast_layout(ref, out) if plain else (ref._split, ref._gshape)
-                    return d.wrap_result(out, split, ref._comm, gshape, ref._counts)
+                    if plain:
+                        split, gshape = _broadcast_layout(ref, out)
+                        return d.wrap_result(out, split, ref._comm, gshape, ref._counts)
+                    if type(out) is torch.Tensor:
+                        return wrap(out, ref._split, ref._comm, ref._gshape, ref._counts)
+                    return d.wrap_result(out, ref._split, ref._comm, ref._gshape, ref._counts)
             except Exception:
                 pass
     return _elementwise(func, args, kwargs)
