@@ -237,3 +237,195 @@ def test_mpi_staged_transfers(comm, monkeypatch):
     assert torch.equal(comm.allreduce(value(comm.rank, torch.float64)), fold(all_values(comm, torch.float64), "sum"))
     assert torch.equal(comm.bcast(value(comm.rank), 0), value(0))
     test_point_to_point_ring(comm)
+
+
+# -- NaN in max/min: a NaN on any rank gives NaN, as torch.amax/amin on the global data ----------------
+SPECIAL = [float("nan"), -float("nan"), float("inf"), -float("inf"), -0.0, 0.0]
+
+
+def with_nans(rank: int, dtype, shape=(4, 5)) -> torch.Tensor:
+    """Rank r's input: small distinct values, and special values (NaN of both signs, infinities, signed
+    zeros) at places that differ per rank, so some NaN sits on the first rank only, some on the last."""
+    n = torch.Size(shape).numel()
+    t = ((torch.arange(n) * (rank + 2) + 3 * rank) % 7 - 3).to(torch.float64)
+    for k, special in enumerate(SPECIAL):
+        t[(5 * rank + 3 * k) % n] = special
+    return t.reshape(shape).to(dtype)
+
+
+def all_with_nans(comm, dtype, shape=(4, 5)) -> torch.Tensor:
+    return torch.stack([with_nans(r, dtype, shape) for r in range(comm.size)])
+
+
+EXTREMA = {"max": torch.amax, "min": torch.amin}
+FLOATS = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+
+
+@pytest.mark.parametrize("dtype", FLOATS)
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_allreduce_max_min_propagate_nan(comm, dtype, op):
+    stacked = all_with_nans(comm, dtype)
+    assert stacked.isnan().any(0).sum() == 2 * comm.size  # NaNs at different places on every rank
+    with th.debug.comm_log() as log:
+        out = comm.allreduce(with_nans(comm.rank, dtype).t(), op)  # a strided input too
+    assert [e.collective for e in log] == ["allreduce"]  # one collective, no extra flag exchange
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, EXTREMA[op](stacked, 0).t(), rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_scan_exscan_reduce_scatter_propagate_nan(comm, dtype, op):
+    stacked, r = all_with_nans(comm, dtype), comm.rank
+    torch.testing.assert_close(comm.scan(with_nans(r, dtype), op), EXTREMA[op](stacked[: r + 1], 0),
+                               rtol=0, atol=0, equal_nan=True)
+    ex = comm.exscan(with_nans(r, dtype), op)
+    expected = torch.full_like(ex, identity(op, dtype)) if r == 0 else EXTREMA[op](stacked[:r], 0)
+    torch.testing.assert_close(ex, expected, rtol=0, atol=0, equal_nan=True)
+    for counts in (layout.balanced_counts(4, comm.size), skewed_counts(4, comm.size)):
+        out = comm.reduce_scatter(with_nans(r, dtype), counts, 0, op)
+        expected = EXTREMA[op](stacked, 0).narrow(0, layout.offsets(counts)[r], counts[r])
+        torch.testing.assert_close(out, expected, rtol=0, atol=0, equal_nan=True)
+
+
+def test_allreduce_of_strided_inputs(comm):
+    """Every dtype path reduces a buffer it owns, contiguous: a transposed input gives the same result."""
+    for dtype, op in [(torch.float16, "sum"), (torch.bool, "lor"), (torch.int32, "land"), (torch.float32, "prod")]:
+        mine = value(comm.rank, dtype, (3, 4)).t()
+        torch.testing.assert_close(comm.allreduce(mine, op), fold(all_values(comm, dtype, (3, 4)), op).t(), rtol=0, atol=0)
+
+
+# -- derivatives of every differentiable collective, up to the third, against torch on the global data ------
+def derivatives(f, x: torch.Tensor, v: torch.Tensor, inner, order: int = 3):
+    """``[grad f(x), grad <grad f, v>, grad <grad <grad f, v>, v>, ...]``: each built with create_graph, so
+    every order differentiates the previous backward. ``inner`` is the global inner product."""
+    x = x.detach().clone().requires_grad_()
+    out, result = f(x), []
+    for _ in range(order):
+        (g,) = torch.autograd.grad(out, x, create_graph=True)
+        result.append(g.detach())
+        out = inner(g, v)
+    return result
+
+
+def check_derivatives(comm, local_f, global_f, x_global, mine, replicated_input=False):
+    """Derivatives of ``local_f`` (torchheat collectives on this rank's ``mine(x_global)``) equal this rank's
+    part of the derivatives of ``global_f`` (plain torch on the global data), in every order up to 3."""
+    v_global = torch.randn_like(x_global)
+
+    def local_inner(g, v):  # a replicated input's gradient is the full one: no sum over ranks
+        return (g * v).sum() if replicated_input else cf.all_reduce((g * v).sum(), comm)
+
+    expected = derivatives(global_f, x_global, v_global, lambda g, v: (g * v).sum())
+    actual = derivatives(local_f, mine(x_global), mine(v_global), local_inner)
+    for order, (a, e) in enumerate(zip(actual, expected), 1):
+        torch.testing.assert_close(a, mine(e), msg=lambda m: f"derivative of order {order}: {m}")
+
+
+COUNTS = {"balanced": layout.balanced_counts, "skewed": skewed_counts}  # skewed: rank 0 holds nothing (p > 1)
+
+
+def chunk(t, counts, axis, rank):
+    return t.narrow(axis, layout.offsets(counts)[rank], counts[rank])
+
+
+def f64(*shape):
+    return torch.randn(*shape, dtype=torch.float64)
+
+
+def test_all_reduce_derivatives(comm):
+    w, partials = f64(4, 3), f64(comm.size, 4, 3)  # rank r holds the partial sum partials[r]
+    check_derivatives(comm, lambda p: (w * cf.all_reduce(p, comm).sin()).sum(),
+                      lambda ps: (w * ps.sum(0).sin()).sum(), partials, lambda t: t[comm.rank])
+
+
+def test_enter_replicated_derivatives(comm):
+    a, x = f64(comm.size, 4, 3), f64(4, 3)  # rank r uses the replicated x with its own data a[r]
+    check_derivatives(comm, lambda x: cf.all_reduce((a[comm.rank] * cf.enter_replicated(x, comm).sin()).sum(), comm) ** 2,
+                      lambda x: ((a.sum(0) * x.sin()).sum()) ** 2, x, lambda t: t, replicated_input=True)
+
+
+@pytest.mark.parametrize("kind", COUNTS)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_all_gather_derivatives(comm, kind, axis):
+    x, w = f64(5, 4), f64(5, 4)
+    counts = COUNTS[kind](x.shape[axis], comm.size)
+
+    def mix(y):  # couples every element with its neighbour: the Hessian spans ranks
+        return (w * y.sin() * y.roll(1)).sum()
+
+    check_derivatives(comm, lambda c: mix(cf.all_gather(c, comm, counts, axis)), mix, x,
+                      lambda t: chunk(t, counts, axis, comm.rank))
+
+
+@pytest.mark.parametrize("kind", COUNTS)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_scatter_derivatives(comm, kind, axis):
+    x, w = f64(5, 4), f64(5, 4)
+    counts = COUNTS[kind](x.shape[axis], comm.size)
+    mine = chunk(w, counts, axis, comm.rank)
+    check_derivatives(comm, lambda x: cf.all_reduce((mine * cf.scatter(x, comm, counts, axis).sin()).sum(), comm) * x.sum(),
+                      lambda x: (w * x.sin()).sum() * x.sum(), x, lambda t: t, replicated_input=True)
+
+
+@pytest.mark.parametrize("kind", COUNTS)
+@pytest.mark.parametrize("src, dst", [(0, 1), (1, 0), (0, 0)])
+def test_exchange_derivatives(comm, kind, src, dst):
+    x, w = f64(5, 4), f64(5, 4)
+    src_counts, dst_counts = COUNTS[kind](x.shape[src], comm.size), layout.balanced_counts(x.shape[dst], comm.size)
+    send, recv, shape = layout.exchange_plan(tuple(x.shape), src, src_counts, dst, dst_counts, comm.rank)
+    mine = chunk(w, dst_counts, dst, comm.rank)
+    check_derivatives(comm, lambda c: cf.all_reduce((mine * cf.exchange(c, comm, send, recv, shape).sin()).sum(), comm) ** 2,
+                      lambda x: (w * x.sin()).sum() ** 2, x, lambda t: chunk(t, src_counts, src, comm.rank))
+
+
+@pytest.mark.parametrize("kind", COUNTS)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_reduce_scatter_derivatives(comm, kind, axis):
+    partials, w = f64(comm.size, 5, 4), f64(5, 4)
+    counts = COUNTS[kind](w.shape[axis], comm.size)
+    mine = chunk(w, counts, axis, comm.rank)
+    check_derivatives(comm, lambda p: cf.all_reduce((mine * cf.reduce_scatter(p, comm, counts, axis).sin()).sum(), comm) ** 2,
+                      lambda ps: (w * ps.sum(0).sin()).sum() ** 2, partials, lambda t: t[comm.rank])
+
+
+def test_all_gather_parts_derivatives(comm):
+    partials, w1, w2 = f64(comm.size, 2, 3), f64(comm.size, 2, 3), f64(comm.size, 2, 3)
+
+    def local_f(p):  # a float part, a second float part from the same input, an integer part (not differentiable)
+        values, squares, index = cf.all_gather_parts([p, p.square(), torch.arange(3) + comm.rank], comm)
+        assert not index.requires_grad and index.tolist() == [[r, r + 1, r + 2] for r in range(comm.size)]
+        return ((w1 * values.sin()).sum() + (w2 * squares.cos()).sum()) ** 2  # the square couples the ranks
+
+    check_derivatives(comm, local_f, lambda ps: ((w1 * ps.sin()).sum() + (w2 * ps.square().cos()).sum()) ** 2,
+                      partials, lambda t: t[comm.rank])
+
+
+def test_collectives_skip_autograd_when_nothing_requires_grad(comm):
+    """No graph is built without grad, and a first-order backward builds none either (the fast path)."""
+    counts = skewed_counts(5, comm.size)
+    send, recv, shape = layout.exchange_plan((5, 4), 0, counts, 1, layout.balanced_counts(4, comm.size), comm.rank)
+    calls = {
+        "all_reduce": lambda t, c: cf.all_reduce(t, comm),
+        "enter_replicated": lambda t, c: cf.enter_replicated(t, comm),
+        "all_gather": lambda t, c: cf.all_gather(c, comm, counts, 0),
+        "scatter": lambda t, c: cf.scatter(t, comm, counts, 0),
+        "exchange": lambda t, c: cf.exchange(c, comm, send, recv, shape),
+        "reduce_scatter": lambda t, c: cf.reduce_scatter(t, comm, counts, 0),
+        "all_gather_parts": lambda t, c: cf.all_gather_parts([t], comm)[0],
+    }
+    for name, call in calls.items():
+        full = f64(5, 4)
+        out = call(full, chunk(full, counts, 0, comm.rank))
+        assert out.grad_fn is None and not out.requires_grad, name
+        full.requires_grad_()
+        with torch.no_grad():
+            assert call(full, chunk(full, counts, 0, comm.rank)).grad_fn is None, name
+        cf.all_reduce(call(full, chunk(full, counts, 0, comm.rank)).square().sum(), comm).backward()
+        assert full.grad is not None and full.grad.grad_fn is None, name
+
+
+def test_all_reduce_differentiates_only_sums(comm):
+    with pytest.raises(ValueError, match=r"differentiable for op='sum' only, got op='max'"):
+        cf.all_reduce(torch.ones(2, requires_grad=True), comm, "max")
+    assert torch.equal(cf.all_reduce(torch.ones(2), comm, "max"), torch.ones(2))

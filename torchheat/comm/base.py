@@ -4,17 +4,23 @@ All methods take and return plain ``torch.Tensor`` objects (never DistTensors) a
 are called by every rank in the same order. Reductions accept ``op`` in
 ``"sum" | "prod" | "max" | "min" | "land" | "lor"`` for every dtype, with the same result
 on every backend: ``land``/``lor`` are logical (nonzero is true; the result keeps the
-dtype), a boolean ``sum``/``prod`` is ``lor``/``land``, and complex tensors have no
-``max``/``min``.
+dtype), a boolean ``sum``/``prod`` is ``lor``/``land``, complex tensors have no
+``max``/``min``, and a floating-point ``max``/``min`` is NaN wherever any rank has a NaN
+(as ``torch.amax``).
+
+Every blocking method is watched by the collective timeout (:mod:`torchheat.comm.timeout`):
+a rank that waits longer than ``th.config.timeout`` ends the job with a message.
 """
 from __future__ import annotations
 
 import abc
+import os
 from typing import Any, List, Optional, Sequence
 
 import torch
 
 from .. import debug, layout
+from .timeout import Request, blocking
 
 OPS = ("sum", "prod", "max", "min", "land", "lor")
 _LOGICAL = {"land": "min", "lor": "max", "sum": "max", "prod": "min", "max": "max", "min": "min"}
@@ -72,9 +78,9 @@ class Communicator(abc.ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(rank={self.rank}, size={self.size})"
 
-    # -- primitives every backend implements -------------------------------------------
+    # -- primitives every backend implements (the public methods below call them) --------
     @abc.abstractmethod
-    def barrier(self) -> None: ...
+    def _barrier(self) -> None: ...
 
     @abc.abstractmethod
     def _bcast(self, t: torch.Tensor, root: int) -> None: ...
@@ -91,26 +97,68 @@ class Communicator(abc.ABC):
         """All-to-all: ``sends[j]`` (a view, maybe strided) goes to rank j and lands in ``recvs[i]``."""
 
     @abc.abstractmethod
-    def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None: ...
+    def _send(self, t: torch.Tensor, dest: int, tag: int) -> None: ...
 
     @abc.abstractmethod
-    def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor: ...
+    def _recv(self, t: torch.Tensor, source: int, tag: int) -> None:
+        """Receive into ``t`` (maybe strided)."""
 
     @abc.abstractmethod
-    def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> Any: ...
+    def _isend(self, t: torch.Tensor, dest: int, tag: int) -> Any:
+        """Start a send; returns an object with ``wait()``."""
 
     @abc.abstractmethod
-    def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Any: ...
+    def _irecv(self, t: torch.Tensor, source: int, tag: int) -> Any:
+        """Start a receive into ``t``; returns an object with ``wait()``."""
 
     @abc.abstractmethod
-    def allgather_obj(self, obj: Any) -> List[Any]:
-        """Gather a small picklable object (metadata only) from every rank."""
+    def _allgather_obj(self, obj: Any) -> List[Any]: ...
 
     @abc.abstractmethod
-    def split(self, color: int, key: Optional[int] = None) -> "Communicator":
-        """Sub-communicator of the ranks that pass the same ``color``, ordered by ``key``."""
+    def _split(self, color: int, key: int) -> "Communicator": ...
+
+    def abort(self, code: int = 1) -> None:
+        """End the whole job now (the collective timeout's last step): this process exits and
+        the launcher stops the other ranks. Backends with a job-wide abort override it."""
+        os._exit(code)
 
     # -- shared mechanics ----------------------------------------------------------------
+    @blocking("barrier")
+    def barrier(self) -> None:
+        """Wait until every rank has called it."""
+        self._barrier()
+
+    @blocking("send")
+    def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
+        """Send ``t`` to rank ``dest`` (which receives it with :meth:`recv`, same tag)."""
+        self._send(t, dest, tag)
+
+    @blocking("recv")
+    def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
+        """Receive a message from rank ``source`` into ``t`` (shape and dtype must fit); returns ``t``."""
+        self._recv(t, source, tag)
+        return t
+
+    def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> Request:
+        """Start sending ``t`` to ``dest``; the returned request's ``wait()`` completes it."""
+        return Request(self, self._isend(t, dest, tag))
+
+    def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Request:
+        """Start receiving into ``t`` from ``source``; ``t`` holds the message after ``wait()``."""
+        return Request(self, self._irecv(t, source, tag))
+
+    @blocking("allgather_obj")
+    def allgather_obj(self, obj: Any) -> List[Any]:
+        """Gather a small picklable object (metadata only) from every rank."""
+        return self._allgather_obj(obj)
+
+    @blocking("split")
+    def split(self, color: int, key: Optional[int] = None) -> "Communicator":
+        """Sub-communicator of the ranks that pass the same ``color``, ordered by ``key``
+        (default: the rank); every rank calls it."""
+        return self._split(color, self.rank if key is None else key)
+
+    @blocking("bcast")
     def bcast(self, t: torch.Tensor, root: int = 0) -> torch.Tensor:
         """Broadcast ``t`` from ``root`` into ``t`` on every rank (shapes must agree); returns it."""
         debug.record("bcast", nbytes(t), self.size)
@@ -121,12 +169,19 @@ class Communicator(abc.ABC):
                 t.detach().copy_(work)
         return t
 
+    @blocking("allreduce")
     def allreduce(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Elementwise reduction over ranks; returns a new tensor with ``t``'s dtype.
 
         16-bit floats are reduced in float32 (no overflow, no 16-bit rounding per step);
         logical ops and booleans travel as bytes; a complex product, which not every
-        backend reduces, is folded locally from an allgather.
+        backend reduces, is folded locally from an allgather; a floating-point max/min
+        travels as integers ordered like the floats with NaN beyond the infinities, so a
+        NaN on any rank gives NaN (as ``torch.amax``) in the same single collective.
+
+        >>> import torch, torchheat as th
+        >>> th.get_comm().allreduce(torch.tensor([1.0, float("nan")]), "max")
+        tensor([1., nan])
         """
         check_op(op, t.dtype)
         debug.record("allreduce", nbytes(t), self.size)
@@ -134,17 +189,36 @@ class Communicator(abc.ABC):
         if dtype.is_complex and op == "prod" and self.size > 1:
             return self.allgather(t).prod(dim=0)
         t = values(t)
+        contiguous = torch.contiguous_format  # the backends reduce the buffer in place
         if dtype == torch.bool or op in ("land", "lor"):
-            work = (t != 0).to(torch.uint8)
+            work = (t != 0).to(torch.uint8, memory_format=contiguous)
             op = _LOGICAL[op]
         elif dtype in (torch.float16, torch.bfloat16):
-            work = t.to(torch.float32)
+            work = t.to(torch.float32, memory_format=contiguous)
         else:
-            work = t.clone(memory_format=torch.contiguous_format)
+            work = t.clone(memory_format=contiguous)
         if self.size > 1:
-            self._allreduce(work, op)
+            if work.is_floating_point() and op in ("max", "min"):
+                self._allreduce_ordered(work, op)
+            else:
+                self._allreduce(work, op)
         return work.to(dtype) if work.dtype != dtype else work
 
+    def _allreduce_ordered(self, work: torch.Tensor, op: str) -> None:
+        """Max/min over ranks in place on a contiguous float32/float64 tensor, NaN if any rank has
+        NaN: the bits travel as integers ordered like the floats, every NaN made the largest
+        (max) or smallest (min) integer, so an integer max/min propagates it."""
+        itype, shift, inf = _KEYS[work.dtype]
+        keys = work.view(itype)
+        bits = keys.numpy() if keys.device.type == "cpu" else keys  # same operators; numpy is cheaper per small op
+        magnitude = (1 << shift) - 1
+        nan = (bits & magnitude) > inf
+        bits ^= (bits >> shift) & magnitude
+        bits[nan] = magnitude if op == "max" else ~magnitude  # both are NaN bit patterns again
+        self._allreduce(keys, op)
+        bits ^= (bits >> shift) & magnitude
+
+    @blocking("reduce_scatter")
     def reduce_scatter(self, t: torch.Tensor, counts: layout.Counts, axis: int = 0, op: str = "sum") -> torch.Tensor:
         """Reduce ``t`` over ranks and keep this rank's chunk of the result along ``axis``.
 
@@ -170,10 +244,12 @@ class Communicator(abc.ABC):
         parts = self.exchange(t, send, layout.local_shape(t.shape, axis, self.size * mine), recv)
         return _fold(parts.unflatten(axis, (self.size, mine)), op, axis, t.dtype)
 
+    @blocking("allgather")
     def allgather(self, t: torch.Tensor) -> torch.Tensor:
         """Stack equal-shaped tensors from all ranks: result shape ``(size, *t.shape)``."""
         return torch.stack(self.allgather_list(t, [t.shape] * self.size))
 
+    @blocking("allgather_list")
     def allgather_list(self, t: torch.Tensor, shapes: Sequence[torch.Size]) -> List[torch.Tensor]:
         """Every rank's tensor (rank i's has shape ``shapes[i]``), as a list."""
         debug.record("allgather", nbytes(t), self.size)
@@ -182,11 +258,13 @@ class Communicator(abc.ABC):
             return [t.clone()]
         return self._allgather_list(t, shapes)
 
+    @blocking("allgatherv")
     def allgatherv(self, t: torch.Tensor, counts: layout.Counts, axis: int) -> torch.Tensor:
         """Concatenate every rank's chunk along ``axis`` (rank i holds ``counts[i]`` rows)."""
         shapes = [layout.local_shape(t.shape, axis, c) for c in counts]
         return torch.cat(self.allgather_list(t, shapes), dim=axis)
 
+    @blocking("exchange")
     def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow]) -> torch.Tensor:
         """Alltoallv: send ``narrow(src, send[j])`` to rank j; return the new local tensor of
         ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i."""
@@ -204,6 +282,7 @@ class Communicator(abc.ABC):
             self._exchange(sends, recvs)
         return out
 
+    @blocking("gatherv")
     def gatherv(self, t: torch.Tensor, counts: layout.Counts, axis: int, root: int = 0) -> Optional[torch.Tensor]:
         """Concatenate every rank's chunk along ``axis`` on ``root``; None on other ranks."""
         debug.record("gather", nbytes(t), self.size)
@@ -223,10 +302,12 @@ class Communicator(abc.ABC):
                 parts.append(part)
         return torch.cat(parts, dim=axis)
 
+    @blocking("exscan")
     def exscan(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Exclusive prefix reduction over ranks (rank 0 gets the op's identity as zeros/ones)."""
         return self._scan(t, op, inclusive=False)
 
+    @blocking("scan")
     def scan(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
         """Inclusive prefix reduction over ranks."""
         return self._scan(t, op, inclusive=True)
@@ -263,3 +344,9 @@ def _identity(op: str, dtype: torch.dtype):
         return float("-inf") if op == "max" else float("inf")
     info = torch.iinfo(dtype)
     return info.min if op == "max" else info.max
+
+
+# A float's bits read as a signed integer are ordered like the float for positive values and
+# reversed for negative ones; flipping the magnitude bits of negatives gives integers in the
+# floats' order (the same flip undoes it). NaN bits lie beyond the infinities' magnitude.
+_KEYS = {torch.float32: (torch.int32, 31, 0x7F800000), torch.float64: (torch.int64, 63, 0x7FF0000000000000)}

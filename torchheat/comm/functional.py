@@ -10,7 +10,12 @@ A replicated tensor's gradient is the full gradient, the same on every rank. Hen
 * ``reduce_scatter`` (per-rank partial sums -> split sum) gathers the gradient;
 * ``all_gather_parts`` (per-rank partial results -> stacked, replicated) keeps this rank's row.
 
-Each one skips autograd entirely when its input does not require grad.
+The pairs are each other's adjoints (all_reduce / enter_replicated, all_gather / scatter,
+reduce_scatter / enter_replicated after all_gather, exchange / its reverse), and every
+backward is written with these differentiable functions themselves, so gradients of
+gradients (``create_graph=True``, double and triple backward) are exact too. Each one
+skips autograd entirely when its input does not require grad (always so in a first-order
+backward).
 """
 from __future__ import annotations
 
@@ -26,26 +31,30 @@ def _needs_grad(t: torch.Tensor) -> bool:
 
 class _AllReduce(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, t, comm, op):
-        return comm.allreduce(t, op)
+    def forward(ctx, t, comm):
+        ctx.comm = comm
+        return comm.allreduce(t, "sum")
 
     @staticmethod
     def backward(ctx, grad):
-        return grad, None, None
+        return enter_replicated(grad, ctx.comm), None
 
 
 def all_reduce(t: torch.Tensor, comm: Communicator, op: str = "sum") -> torch.Tensor:
     """Sum (or ``op``) over ranks; the result is replicated.
 
+    Differentiable for ``op="sum"``: every rank's part gets the (replicated) gradient of the
+    sum. Another ``op`` on a tensor that requires grad raises ValueError on every rank.
+
     >>> import torch, torchheat as th
     >>> all_reduce(torch.ones(2), th.get_comm()).tolist() == [th.get_comm().size * 1.0] * 2
     True
     """
-    if comm.size == 1:
-        return t
     if _needs_grad(t):
-        return _AllReduce.apply(t, comm, op)
-    return comm.allreduce(t, op)
+        if op != "sum":
+            raise ValueError(f"all_reduce is differentiable for op='sum' only, got op={op!r} on a tensor that requires grad")
+        return t if comm.size == 1 else _AllReduce.apply(t, comm)
+    return t if comm.size == 1 else comm.allreduce(t, op)
 
 
 class _EnterReplicated(torch.autograd.Function):
@@ -56,11 +65,18 @@ class _EnterReplicated(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return ctx.comm.allreduce(grad, "sum"), None
+        return all_reduce(grad, ctx.comm), None
 
 
 def enter_replicated(t: torch.Tensor, comm: Communicator) -> torch.Tensor:
-    """Identity whose backward sums the gradient over ranks (for replicated operands of split ops)."""
+    """Identity whose backward sums the gradient over ranks (for replicated operands of split ops).
+
+    >>> import torch, torchheat as th
+    >>> w = torch.ones(2, requires_grad=True)
+    >>> enter_replicated(w, th.get_comm()).sum().backward()   # each rank's use adds its part
+    >>> w.grad.tolist() == [float(th.get_comm().size)] * 2
+    True
+    """
     if comm.size > 1 and _needs_grad(t):
         return _EnterReplicated.apply(t, comm)
     return t
@@ -69,17 +85,24 @@ def enter_replicated(t: torch.Tensor, comm: Communicator) -> torch.Tensor:
 class _AllGather(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, comm, counts, axis):
-        ctx.span = (axis, layout.offsets(counts)[comm.rank], counts[comm.rank])
+        ctx.args = (comm, counts, axis)
         return comm.allgatherv(t, counts, axis)
 
     @staticmethod
     def backward(ctx, grad):
-        axis, start, n = ctx.span
-        return grad.narrow(axis, start, n), None, None, None
+        return (scatter(grad, *ctx.args),) + (None,) * 3
 
 
 def all_gather(t: torch.Tensor, comm: Communicator, counts: layout.Counts, axis: int) -> torch.Tensor:
-    """Concatenate the chunks of all ranks along ``axis``; replicated result."""
+    """Concatenate the chunks of all ranks along ``axis`` (rank i holds ``counts[i]`` rows);
+    replicated result. Backward keeps this rank's part of the gradient (:func:`scatter`).
+
+    >>> import torch, torchheat as th
+    >>> comm = th.get_comm()
+    >>> counts = th.layout.balanced_counts(5, comm.size)
+    >>> all_gather(torch.ones(counts[comm.rank], 2), comm, counts, 0).shape
+    torch.Size([5, 2])
+    """
     if _needs_grad(t):
         return _AllGather.apply(t, comm, counts, axis)
     return comm.allgatherv(t, counts, axis)
@@ -93,12 +116,19 @@ class _Scatter(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        comm, counts, axis = ctx.args
-        return comm.allgatherv(grad, counts, axis), None, None, None
+        return (all_gather(grad, *ctx.args),) + (None,) * 3
 
 
 def scatter(t: torch.Tensor, comm: Communicator, counts: layout.Counts, axis: int) -> torch.Tensor:
-    """This rank's chunk (a copy) of a replicated tensor."""
+    """This rank's chunk (a copy) of a replicated tensor; backward gathers the gradient
+    (:func:`all_gather`). No communication forward.
+
+    >>> import torch, torchheat as th
+    >>> comm = th.get_comm()
+    >>> counts = th.layout.balanced_counts(5, comm.size)
+    >>> scatter(torch.arange(5.), comm, counts, 0).shape[0] == counts[comm.rank]
+    True
+    """
     if _needs_grad(t):
         return _Scatter.apply(t, comm, counts, axis)
     return t.narrow(axis, layout.offsets(counts)[comm.rank], counts[comm.rank]).clone()
@@ -107,17 +137,26 @@ def scatter(t: torch.Tensor, comm: Communicator, counts: layout.Counts, axis: in
 class _Exchange(torch.autograd.Function):
     @staticmethod
     def forward(ctx, t, comm, send, recv, out_shape):
-        ctx.args = (comm, recv, send, t.shape)
+        ctx.reverse = (comm, recv, send, t.shape)
         return comm.exchange(t, send, out_shape, recv)
 
     @staticmethod
     def backward(ctx, grad):
-        comm, send, recv, shape = ctx.args
-        return comm.exchange(grad, send, shape, recv), None, None, None, None
+        return (exchange(grad, *ctx.reverse),) + (None,) * 4
 
 
 def exchange(t: torch.Tensor, comm: Communicator, send, recv, out_shape) -> torch.Tensor:
-    """Move chunks by an all-to-all plan from :func:`torchheat.layout.exchange_plan`."""
+    """Move chunks by an all-to-all plan from :func:`torchheat.layout.exchange_plan` (send
+    ``narrow(t, send[j])`` to rank j, receive part ``recv[i]`` of the ``out_shape`` result
+    from rank i); backward is the reverse exchange.
+
+    >>> import torch, torchheat as th
+    >>> comm = th.get_comm()
+    >>> rows, cols = th.layout.balanced_counts(4, comm.size), th.layout.balanced_counts(3, comm.size)
+    >>> send, recv, shape = th.layout.exchange_plan((4, 3), 0, rows, 1, cols, comm.rank)
+    >>> exchange(torch.ones(rows[comm.rank], 3), comm, send, recv, shape).shape == (4, cols[comm.rank])
+    True
+    """
     if _needs_grad(t):
         return _Exchange.apply(t, comm, send, recv, out_shape)
     return comm.exchange(t, send, out_shape, recv)
@@ -132,7 +171,7 @@ class _ReduceScatter(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         comm, counts, axis = ctx.args
-        return comm.allgatherv(grad, counts, axis), None, None, None
+        return (enter_replicated(all_gather(grad, comm, counts, axis), comm),) + (None,) * 3
 
 
 def reduce_scatter(t: torch.Tensor, comm: Communicator, counts: layout.Counts, axis: int = 0) -> torch.Tensor:
@@ -167,7 +206,7 @@ def _gather_packed(parts, comm: Communicator):
 class _AllGatherParts(torch.autograd.Function):
     @staticmethod
     def forward(ctx, comm, *parts):
-        ctx.rank = comm.rank
+        ctx.comm = comm
         ctx.set_materialize_grads(False)
         out = _gather_packed(parts, comm)
         ctx.mark_non_differentiable(*(o for o in out if not (o.is_floating_point() or o.is_complex())))
@@ -175,8 +214,9 @@ class _AllGatherParts(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        wanted = ctx.needs_input_grad[1:]
-        return (None,) + tuple(g[ctx.rank] if g is not None and w else None for g, w in zip(grads, wanted))
+        wanted, comm = ctx.needs_input_grad[1:], ctx.comm
+        ones = (1,) * comm.size  # row r of the stacked gradient is rank r's part
+        return (None,) + tuple(scatter(g, comm, ones, 0)[0] if g is not None and w else None for g, w in zip(grads, wanted))
 
 
 def all_gather_parts(parts, comm: Communicator) -> list:

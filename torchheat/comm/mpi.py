@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, List, Optional
+from typing import List, Optional
 
 import torch
 
@@ -114,7 +114,15 @@ class MPICommunicator(Communicator):
     def _staged(self, t: torch.Tensor) -> bool:
         return t.is_cuda and not self.cuda_aware
 
-    def barrier(self) -> None:
+    def abort(self, code: int = 1) -> None:
+        """End the whole job: ``MPI_Abort`` of the world (this may be called from the timeout's
+        watchdog thread, which MPI allows at ``MPI_THREAD_MULTIPLE``, mpi4py's default); at a
+        lower thread level this process exits and the launcher stops the others."""
+        if MPI.Query_thread() == MPI.THREAD_MULTIPLE:
+            MPI.COMM_WORLD.Abort(code)
+        os._exit(code)
+
+    def _barrier(self) -> None:
         self.mpi.Barrier()
 
     def _bcast(self, t, root):
@@ -173,7 +181,7 @@ class MPICommunicator(Communicator):
             for t in sfree + rfree:
                 t.Free()
 
-    def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
+    def _send(self, t, dest, tag):
         self.mpi.Send(_bytes(t.detach().contiguous().cpu() if self._staged(t) else t.detach().contiguous()), dest, tag)
 
     def _recv_buffer(self, t: torch.Tensor) -> torch.Tensor:
@@ -182,26 +190,25 @@ class MPICommunicator(Communicator):
             return torch.empty(t.shape, dtype=t.dtype, device="cpu" if self._staged(t) else t.device)
         return t
 
-    def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
+    def _recv(self, t, source, tag):
         work = self._recv_buffer(t)
         self.mpi.Recv(_bytes(work), source, tag)
         if work is not t:
             t.copy_(work)
-        return t
 
-    def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> _Request:
+    def _isend(self, t, dest, tag):
         work = t.detach().contiguous()
         work = work.cpu() if self._staged(work) else work
         req = self.mpi.Isend(_bytes(work), dest, tag)
         return _Request(req, finish=lambda: work)  # keeps the buffer alive until wait()
 
-    def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> _Request:
+    def _irecv(self, t, source, tag):
         work = self._recv_buffer(t)
         req = self.mpi.Irecv(_bytes(work), source, tag)
         return _Request(req, finish=None if work is t else (lambda: t.copy_(work)))
 
-    def allgather_obj(self, obj: Any) -> List[Any]:
+    def _allgather_obj(self, obj):
         return self.mpi.allgather(obj)
 
-    def split(self, color: int, key: Optional[int] = None) -> "MPICommunicator":
-        return MPICommunicator(self.mpi.Split(color, self.rank if key is None else key))
+    def _split(self, color, key):
+        return MPICommunicator(self.mpi.Split(color, key))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Dict, List, Optional
+from typing import Deque, Dict
 
 import torch
 
@@ -35,7 +35,7 @@ class SelfCommunicator(Communicator):
     def __init__(self) -> None:
         self._mailbox: Dict[int, Deque[torch.Tensor]] = {}
 
-    def barrier(self) -> None:
+    def _barrier(self) -> None:
         pass
 
     def _bcast(self, t, root):
@@ -69,22 +69,22 @@ class SelfCommunicator(Communicator):
             raise ValueError(f"recv buffer {tuple(t.shape)} {t.dtype} does not fit the message {tuple(msg.shape)} {msg.dtype}")
         return t.copy_(msg)
 
-    def send(self, t: torch.Tensor, dest: int, tag: int = 0) -> None:
+    def _send(self, t, dest, tag):
         self._post(t, dest, tag)
 
-    def recv(self, t: torch.Tensor, source: int, tag: int = 0) -> torch.Tensor:
-        return self._take(t, source, tag)
+    def _recv(self, t, source, tag):
+        self._take(t, source, tag)
 
-    def isend(self, t: torch.Tensor, dest: int, tag: int = 0) -> Any:
+    def _isend(self, t, dest, tag):
         self._post(t, dest, tag)
         return _Done(None)
 
-    def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Any:
+    def _irecv(self, t, source, tag):
         self._check_peer(source)
         return _Done(lambda: self._take(t, source, tag))  # matched when waited on, like MPI
 
-    def allgather_obj(self, obj: Any) -> List[Any]:
+    def _allgather_obj(self, obj):
         return [obj]
 
-    def split(self, color: int, key: Optional[int] = None) -> "SelfCommunicator":
+    def _split(self, color, key):
         return SelfCommunicator()
