@@ -5,6 +5,7 @@ import torch.nn.functional as F
 
 import torchheat as th
 from torchheat.testing import assert_dist_close, layouts
+from test_reductions import check_like_torch, check_second_order
 
 SHAPES = [(7, 5), (2, 3, 4), (10,), (1, 4), (0, 3)]
 
@@ -304,7 +305,7 @@ def test_softmax_communication(comm):
             with th.debug.comm_log() as log:
                 y = F.softmax(x, dim)
             along_split = dim == x.split_dim and comm.size > 1  # one process runs torch's kernel
-            assert [e.collective for e in log] == (["allreduce"] * 2 if along_split else [])
+            assert [e.collective for e in log] == (["allgather"] if along_split else [])
             with th.debug.comm_log() as log:
                 y.backward(torch.ones_like(y))
             assert [e.collective for e in log] == (["allreduce"] if along_split else [])
@@ -327,3 +328,27 @@ def test_softmax_no_grad_and_requires_grad_agree():
         with torch.no_grad():
             assert_dist_close(F.softmax(x, 0), F.softmax(t, 0))
             assert_dist_close(F.log_softmax(x, 0), F.log_softmax(t, 0))
+
+
+@pytest.mark.parametrize("name", ["F.softmax", "F.log_softmax", "F.softmin"])
+def test_softmax_second_order_gradients(name):
+    t = torch.randn(7, 3, dtype=torch.float64)
+    for dim in (0, 1):
+        check_second_order(lambda a: SOFTMAX[name](a, dim), t)
+
+
+def test_softmax_infinities_nan_and_empty_tensors():
+    t = torch.randn(7, 4, dtype=torch.float64)
+    t[2, 0] = float("inf")  # a column with +inf is NaN, as in torch
+    t[5, 1] = float("nan")
+    t[:, 2] = float("-inf")  # fully masked: NaN
+    for name in ("F.softmax", "F.log_softmax", "F.softmin"):
+        for dim in (0, 1):
+            check_like_torch(lambda a: SOFTMAX[name](a, dim), t)
+    for empty in (torch.randn(0, 3, dtype=torch.float64), torch.randn(3, 0, dtype=torch.float64),
+                  torch.zeros(0, 3, dtype=torch.int64)):
+        for dim in (0, 1):
+            check_like_torch(lambda a: torch.softmax(a, dim), empty)
+            check_like_torch(lambda a: F.log_softmax(a, dim, dtype=torch.float64), empty)
+    for x in layouts(t):
+        assert_dist_close(torch.softmax(x, 0, out=None), torch.softmax(t, 0), split=x.split_dim)

@@ -380,3 +380,149 @@ def test_all_gather_parts_mixes_dtypes_and_differentiates(comm):
     assert values[:, 0].tolist() == list(range(comm.size)) and indices[:, 1].tolist() == [-r for r in range(comm.size)]
     (values * torch.arange(1.0, comm.size + 1, dtype=torch.float64)[:, None]).sum().backward()
     assert a.grad.tolist() == [comm.rank + 1.0] * 2
+
+
+# -- empty global tensors, repeated dims, out= -----------------------------------------------
+def check_like_torch(f, t):
+    """``f`` on every layout of ``t`` gives torch's result, or raises torch's exception on
+    every rank (a rank with an empty chunk included)."""
+    try:
+        expected, error = f(t), None
+    except Exception as err:
+        expected, error = None, err
+    for x in layouts(t):
+        if error is None:
+            assert_same(f(x), expected)
+        else:
+            with pytest.raises(type(error), match=re.escape(str(error))):
+                f(x)
+
+
+EMPTY_SHAPES = [(0, 4), (4, 0), (0, 3, 2), (3, 0, 2)]
+
+
+@pytest.mark.filterwarnings("ignore:.*degrees of freedom")
+@pytest.mark.parametrize("name", list(MULTI) + list(SINGLE))
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_empty_global_tensors(name, shape):
+    t = torch.randn(shape, dtype=torch.float64)
+    f = MULTI.get(name)
+    for dim in [None] + list(range(len(shape))):
+        for keepdim in (False, True):
+            if name in SINGLE:
+                check_like_torch(lambda a: SINGLE[name](a, dim, keepdim), t)
+            elif not (name == "count_nonzero" and keepdim):
+                check_like_torch(lambda a: f(a, **kw(dim, keepdim)), t)
+
+
+@pytest.mark.parametrize("dim", [(0, 0), (0, -2), [1, 1], (0, 1, 0)])
+@pytest.mark.parametrize("name", [n for n in MULTI if n not in ("count_nonzero",)] + ["count_nonzero"])
+def test_repeated_dims_raise_torchs_error(name, dim):
+    t = torch.randn(4, 3, dtype=torch.float64)
+    f = MULTI[name]
+    call = (lambda a: f(a, dim=dim)) if name == "count_nonzero" else (lambda a: f(a, dim=dim, keepdim=False))
+    kind, message = torch_exception(call, t)
+    for x in layouts(t):
+        with pytest.raises(kind, match=re.escape(message)):
+            call(x)
+
+
+def test_var_std_out_and_explicit_out_none():
+    t = torch.randn(5, 3, dtype=torch.float64)
+    for x in layouts(t):
+        for f, dim in ((torch.var, 0), (torch.std, 1), (torch.var, (0, 1)), (torch.std, None)):
+            shape = t.var(dim).shape if dim is not None else ()
+            out = th.zeros(shape, dtype=torch.float64)
+            kwargs = {} if dim is None else {"dim": dim}
+            assert f(x, **kwargs, out=out) is out
+            assert_dist_close(out, f(t, **kwargs))
+        for f in (lambda a, **k: torch.sum(a, 0, **k), lambda a, **k: torch.var(a, 0, **k),
+                  lambda a, **k: torch.amax(a, 1, **k), lambda a, **k: torch.max(a, 0, **k),
+                  lambda a, **k: torch.logsumexp(a, 0, **k), lambda a, **k: torch.mean(a, **k)):
+            assert_same(f(x, out=None), f(t))
+        with pytest.raises(TypeError, match="var_mean"):
+            torch.var_mean(x, 0, out=None)
+
+
+def test_var_mean_merge_does_not_overflow():
+    for t in (torch.full((4,), 1e308, dtype=torch.float64), torch.full((6, 2), -1e308, dtype=torch.float64),
+              torch.full((5,), 3e38)):
+        for x in layouts(t):
+            for f in (lambda a: torch.var_mean(a, 0), lambda a: torch.std_mean(a, 0), lambda a: torch.var_mean(a)):
+                assert_same(f(x), f(t))
+
+
+def test_var_whole_chunk_paths_agree():
+    # var/std over every axis of a chunk take a blocked two-pass path (no gradient) or torch's
+    # var_mean (with one): both are torch's result, for large means and several blocks.
+    t = torch.randn(300001, dtype=torch.float64) * 3 + 1e6
+    for x in layouts(t):
+        for f in (lambda a: a.var(0), lambda a: torch.std(a, correction=0)):
+            assert_same(f(x), f(t))
+    small = torch.randn(7, 5, dtype=torch.float64)
+    check_grad(lambda a: a.var(), small)
+    check_grad(lambda a: torch.std(a, (0, 1)), small)
+
+
+# -- NaN -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("where", ["first", "last", "all", "column"])
+def test_nan_in_one_chunk_or_everywhere(where):
+    t = torch.randn(7, 3, dtype=torch.float64)
+    t[0, 0] = -math.inf
+    if where == "first":
+        t[0, 1] = math.nan
+    elif where == "last":
+        t[6, 2] = math.nan
+    elif where == "all":
+        t[:] = math.nan
+    else:
+        t[:, 1] = math.nan
+        t[2, 2] = math.inf
+    fs = [lambda a: a.amax(0), lambda a: a.amin(), lambda a: a.max(), lambda a: a.min(0), lambda a: torch.max(a, 0),
+          lambda a: a.argmax(), lambda a: a.argmin(0), lambda a: torch.aminmax(a, dim=0), lambda a: torch.aminmax(a),
+          lambda a: a.logsumexp(0), lambda a: a.sum(0), lambda a: a.var(0), lambda a: a.norm(dim=0),
+          lambda a: torch.linalg.vector_norm(a, math.inf, 0), lambda a: a.nansum(0), lambda a: a.nanmean(0)]
+    for f in fs:
+        check_like_torch(f, t)
+
+
+# -- second order ----------------------------------------------------------------------------
+def check_second_order(f, t):
+    """Gradients of gradients: the first gradient of ``<f(x), c>`` (with ``create_graph``) and
+    the gradient of ``<that gradient, v>`` equal torch's on the global tensor, on every layout."""
+    tt = t.clone().requires_grad_()
+    first = f(tt)
+    c, v = torch.randn(first.shape, dtype=t.dtype), torch.randn(t.shape, dtype=t.dtype)
+    (g,) = torch.autograd.grad((first * c).sum(), tt, create_graph=True)
+    (h,) = torch.autograd.grad((g * v).sum(), tt)
+    for x in layouts(t, requires_grad=True):
+        (gx,) = torch.autograd.grad((f(x) * c).sum(), x, create_graph=True)
+        assert_dist_close(gx, g.detach(), split=x.split_dim)
+        (hx,) = torch.autograd.grad((gx * v).sum(), x)
+        assert_dist_close(hx, h, split=x.split_dim)
+
+
+SECOND_ORDER = {
+    "sum()**2": lambda a: a.sum() ** 2,
+    "sum(0)**2": lambda a: a.sum(0) ** 2,
+    "mean(0)**2": lambda a: a.mean(0) ** 2,
+    "var()": lambda a: a.var(),
+    "var(0)": lambda a: a.var(0),
+    "std(0)": lambda a: a.std(0),
+    "std_mean": lambda a: torch.std_mean(a, 0)[0] * torch.std_mean(a, 0)[1],
+    "amax(0)**2": lambda a: a.amax(0) ** 2,
+    "max()**2": lambda a: a.max() ** 2,
+    "max(0)**2": lambda a: a.max(0).values ** 2,
+    "aminmax": lambda a: torch.aminmax(a, dim=0).min * torch.aminmax(a, dim=0).max,
+    "logsumexp(0)": lambda a: a.logsumexp(0),
+    "logsumexp()": lambda a: torch.logsumexp(a, (0, 1)),
+    "norm(0)": lambda a: a.norm(dim=0),
+    "norm()": lambda a: torch.norm(a),
+    "vector_norm_3": lambda a: torch.linalg.vector_norm(a, 3, 0),
+    "prod(0)": lambda a: a.prod(0),
+}
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+def test_second_order_gradients(name):
+    check_second_order(SECOND_ORDER[name], torch.randn(7, 3, dtype=torch.float64))

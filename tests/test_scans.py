@@ -7,6 +7,7 @@ import torch
 
 import torchheat as th
 from torchheat.testing import assert_dist_close, layouts
+from test_reductions import EMPTY_SHAPES, check_like_torch, check_second_order
 
 SHAPES = [(7, 3), (2, 3, 4), (10,), (1, 4)]  # (1, 4): fewer rows than ranks
 SCANS = {
@@ -118,6 +119,9 @@ def test_inplace_and_out():
         out = th.empty_like(x)
         assert torch.cumsum(x, 0, out=out) is out
         assert_dist_close(out, t.cumsum(0), split=x.split_dim)
+        for dim in (0, 1):  # out=None is no write
+            assert_same(torch.cumsum(x, dim, out=None), t.cumsum(dim), split=x.split_dim)
+            assert_same(torch.cummax(x, dim, out=None), t.cummax(dim), split=x.split_dim)
         n = torch.arange(18, dtype=torch.int32).reshape(6, 3)  # in place, the sum keeps int32
         xn = th.distribute(n.clone(), x.split_dim, counts=x.counts)
         xn.cumsum_(0)
@@ -143,6 +147,10 @@ def test_one_allgather_along_split_none_elsewhere(comm):
     (lambda a: a.logcumsumexp(0), torch.arange(12).reshape(4, 3)),
     (lambda a: a.cummax(0), torch.randn(4, 3, dtype=torch.complex64)),
     (lambda a: a.cummin(1), torch.randn(4, 3, dtype=torch.complex64)),
+    (lambda a: a.clone().cumsum_(0), torch.ones(4, 3, dtype=torch.bool)),  # torch checks only non-empty input
+    (lambda a: a.clone().cumprod_(1), torch.ones(4, 3, dtype=torch.bool)),
+    (lambda a: a.cumsum(1, dtype=torch.bool), torch.ones(4, 3, dtype=torch.bool)),
+    (lambda a: a.cumprod(0, dtype=torch.bool), torch.ones(4, 3)),
 ])
 def test_bad_input_raises_torchs_error_on_every_rank(f, t):
     with pytest.raises(Exception) as info:
@@ -150,3 +158,62 @@ def test_bad_input_raises_torchs_error_on_every_rank(f, t):
     for x in layouts(t):
         with pytest.raises(info.type, match=re.escape(str(info.value))):
             f(x)
+
+
+@pytest.mark.parametrize("shape", EMPTY_SHAPES)
+def test_empty_global_tensors(shape):
+    for dtype in (torch.float64, torch.bool):
+        t = torch.randn(shape).to(dtype)
+        fs = [lambda a, dim: a.cumsum(dim), lambda a, dim: a.cumprod(dim), lambda a, dim: a.cummax(dim),
+              lambda a, dim: torch.cummin(a, dim), lambda a, dim: a.clone().cumsum_(dim),
+              lambda a, dim: a.clone().cumprod_(dim)]
+        if dtype.is_floating_point:
+            fs.append(lambda a, dim: a.logcumsumexp(dim))
+        for dim in range(len(shape)):
+            for f in fs:
+                check_like_torch(lambda a: f(a, dim), t)
+
+
+@pytest.mark.parametrize("name", ["cumsum", "cumprod", "logcumsumexp", "cummax", "cummin"])
+def test_nan_and_infinities_along_the_split_axis(name):
+    t = torch.randn(9, 4, dtype=torch.float64)
+    t[0, 0] = math.nan  # on the first chunk
+    t[8, 1] = math.nan  # on the last chunk
+    t[3, 2], t[5, 2] = math.inf, -math.inf
+    t[2, 3], t[6, 3] = math.nan, math.inf
+    for x in layouts(t):
+        assert_same(SCANS[name](x, 0), SCANS[name](t, 0), split=x.split_dim)
+
+
+# Products with the input: torch's first-order gradient of cumprod or logcumsumexp of an empty
+# chunk (or of one element) is a constant, which would leave that rank's gradient off the graph
+# while the other ranks' are on it (torch.autograd.grad then raises on that rank only).
+SECOND_ORDER = {
+    "cumsum**2": lambda a: a.cumsum(0) ** 2,
+    "cumprod*x": lambda a: a.cumprod(0) * a,
+    "logcumsumexp*x": lambda a: a.logcumsumexp(0) * a,
+    "cummax**2": lambda a: a.cummax(0).values ** 2,
+    "cummin*x": lambda a: a.cummin(0).values * a,
+}
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+def test_second_order_gradients(name):
+    check_second_order(SECOND_ORDER[name], torch.randn(7, 3, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", ["cumsum_", "cumprod_"])
+def test_inplace_on_a_tensor_that_requires_grad(name):
+    t = torch.randn(7, 3, dtype=torch.float64)
+    t[2, 1] = 0.0
+    weights = torch.randn(7, 3, dtype=torch.float64)
+    tt = t.clone().requires_grad_()
+    y = tt * 1.0
+    getattr(y, name)(0)
+    (y * weights).sum().backward()
+    for x in layouts(t, requires_grad=True):
+        y = x * 1.0
+        assert getattr(y, name)(0) is y
+        assert_dist_close(y, getattr(t.clone(), name)(0), split=x.split_dim)
+        (y * weights).sum().backward()
+        assert_dist_close(x.grad, tt.grad, split=x.split_dim)

@@ -6,8 +6,9 @@ itself, as torch does. ``prelu``'s weight is replicated and enters the split dat
 any replicated operand (its gradient is summed over ranks). ``glu`` halves an axis: along
 a non-split axis it is local, along the split axis both halves are redistributed to the
 balanced layout of the result first. ``softmax``, ``log_softmax`` and ``softmin`` are local
-along a non-split axis; along the split axis they shift by the global maximum and
-normalize by the global sum of exponentials (two allreduces forward, one backward).
+along a non-split axis; along the split axis every rank exponentiates its chunk against its
+own maximum and one allgather of the chunks' logsumexps gives the global normalizer (one
+allreduce backward; gradients of any order are exact).
 
 Examples
 --------
@@ -22,6 +23,7 @@ True
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +33,7 @@ from ..comm import functional as cf
 from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
 from .pointwise import elementwise, write_out
+from .reductions import gather_parts
 
 # Single-input activations with scalar parameters only.
 ACTIVATIONS = [
@@ -151,23 +154,35 @@ def glu(func, args, kwargs):
 
 # -- softmax -------------------------------------------------------------------------------
 def _global_softmax(t: torch.Tensor, dim: int, comm, log: bool) -> torch.Tensor:
-    """(log-)softmax of the chunks ``t`` of a tensor split along ``dim`` (no autograd)."""
-    if t.shape[dim] == 0:  # an empty chunk has no maximum; -inf is the neutral element
-        shift = t.new_full(layout.local_shape(t.shape, dim, 1), float("-inf"))
-    else:
+    """(log-)softmax of the chunks ``t`` of a tensor split along ``dim`` (no autograd).
+
+    ``exp(t - shift)`` with this chunk's maximum as ``shift`` (0 where the chunk is all
+    ``-inf``: it then adds nothing), the chunk's logsumexp ``shift + log(sum)``, and the
+    global logsumexp of those (one allgather; torch's logsumexp propagates NaN and inf).
+    """
+    if t.shape[dim]:
         shift = t.amax(dim, keepdim=True)
-    shift = comm.allreduce(shift, "max")  # only a shift: softmax does not depend on it
-    shifted = t - shift
+        shift = shift.masked_fill(shift == -math.inf, 0)
+    else:  # an empty chunk: its logsumexp is -inf
+        shift = t.new_zeros(layout.local_shape(t.shape, dim, 1))
+    out = (t - shift).exp_()
+    part = out.sum(dim, keepdim=True).log_().add_(shift)
+    total = torch.logsumexp(gather_parts([part], comm)[0], 0)
     if log:
-        total = comm.allreduce(shifted.exp().sum(dim, keepdim=True), "sum")
-        return shifted.sub_(total.log_())
-    exp = shifted.exp_()
-    return exp.div_(comm.allreduce(exp.sum(dim, keepdim=True), "sum"))
+        return torch.sub(t, total, out=out)
+    return out.mul_(shift.sub_(total).exp_())
+
+
+def _global_sum(t: torch.Tensor, dim: int, comm) -> torch.Tensor:
+    """The sum of the split tensor ``t`` over its split axis ``dim`` (keepdim), entering the
+    split data again: differentiable, one allreduce."""
+    return cf.enter_replicated(cf.all_reduce(t.sum(dim, keepdim=True), comm), comm)
 
 
 class _GlobalSoftmax(torch.autograd.Function):
     """Backward needs the sum over the whole split axis of grad * softmax (or of grad for
-    log_softmax): one allreduce."""
+    log_softmax): one allreduce, written with differentiable collectives so that second
+    derivatives are exact too."""
 
     @staticmethod
     def forward(ctx, t, dim, comm, log):
@@ -181,8 +196,8 @@ class _GlobalSoftmax(torch.autograd.Function):
         (out,) = ctx.saved_tensors
         dim, comm, log = ctx.args
         if log:
-            return grad - out.exp() * comm.allreduce(grad.sum(dim, keepdim=True), "sum"), None, None, None
-        return out * (grad - comm.allreduce((grad * out).sum(dim, keepdim=True), "sum")), None, None, None
+            return grad - out.exp() * _global_sum(grad, dim, comm), None, None, None
+        return out * (grad - _global_sum(grad * out, dim, comm)), None, None, None
 
 
 _FAMILY = {}  # func -> "softmax" | "log_softmax" | "softmin"
@@ -191,7 +206,7 @@ _FAMILY = {}  # func -> "softmax" | "log_softmax" | "softmin"
 def softmax(func, args, kwargs):
     """``softmax`` / ``log_softmax`` / ``softmin`` along ``dim``, in ``dtype`` if given."""
     name = _FAMILY[func]
-    if "out" in kwargs:  # computed as usual, then written in out's layout
+    if kwargs.get("out") is not None:  # computed as usual, then written in out's layout
         kwargs = dict(kwargs)
         out = kwargs.pop("out")
         return write_out(out, softmax(func, args, kwargs), func, (args, {**kwargs, "out": out}))
@@ -202,12 +217,12 @@ def softmax(func, args, kwargs):
     if dim is None:  # nn.functional's legacy implicit dim (it warns)
         dim = F._get_softmax_dim(name, ndim, kwargs.get("_stacklevel", 3) + 3)
         kwargs = {**kwargs, "dim": dim}
-    if not (dtype or x.dtype).is_floating_point:
-        # torch only raises this for non-empty tensors: raise it on every rank alike
+    if x._gshape.numel() and not (dtype or x.dtype).is_floating_point:
+        # torch raises this for non-empty tensors only: raise it on every rank alike
         stand_in = torch.zeros((1,) * ndim, dtype=x.dtype)
         d.run_local(func, (stand_in,) + tuple(args[1:]), {k: v for k, v in kwargs.items() if k != "input"})
     along_split = x._split is not None and isinstance(dim, int) and -ndim <= dim < ndim and dim % ndim == x._split
-    if not along_split or x._comm.size == 1:  # on one process the chunk holds the whole axis
+    if not along_split or x._comm.size == 1 or not x._gshape.numel():  # the chunk holds the whole axis, or nothing
         return wrap(d.run_local(func, args, kwargs), x._split, x._comm, x._gshape, x._counts)
     t = x.local if dtype is None else x.local.to(dtype)
     out_dtype = t.dtype

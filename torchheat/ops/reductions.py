@@ -3,8 +3,8 @@
 When the split axis survives a reduction, it is local (no communication) and the result
 keeps the split. When the split axis is reduced, every rank reduces its chunk and one
 collective combines the partial results; the result is replicated. Values, dtypes,
-errors and gradients are torch's on the global tensor, for uneven and empty chunks too
-(an empty chunk contributes the reduction's identity):
+errors and gradients (of any order) are torch's on the global tensor, for uneven and empty
+chunks too (an empty chunk contributes the reduction's identity):
 
 * sums (``sum, nansum, mean, nanmean, count_nonzero, any, all``): an allreduce of the
   partial sums, whose backward passes the gradient through;
@@ -16,7 +16,8 @@ errors and gradients are torch's on the global tensor, for uneven and empty chun
   its first global index; the gradient goes where torch sends it (shared by the ties for
   ``amax``/``max(x)``, to the returned index for ``max(x, dim)``).
 
-16-bit floats are accumulated and combined in float32.
+16-bit floats are accumulated and combined in float32. Errors that depend on metadata are
+raised on every rank before any collective, a rank whose chunk is empty included.
 
 Examples
 --------
@@ -29,6 +30,7 @@ Examples
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -44,6 +46,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _REAL = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.complex128: torch.float64}
 _NUMPY_NAMES = {"axis": "dim", "keepdims": "keepdim"}
 _NO_INDEX = torch.iinfo(torch.int64).max  # the global index of a candidate an empty chunk does not have
+_BLOCK = 1 << 17  # elements per block of blocked_moments: small enough to stay in cache
 
 
 # -- calls, layouts and errors ----------------------------------------------------------------
@@ -52,6 +55,7 @@ def bind(signature, func, args, kwargs):
 
     numpy's ``axis``/``keepdims`` are accepted as torch accepts them; a call torch rejects
     gets torch's error. A plain input (with a DistTensor ``out=``) is taken as replicated.
+    On a rank whose chunk is empty, torch's checks are run first (:func:`agree_on_errors`).
     """
     call = kwargs
     if kwargs and ("axis" in kwargs or "keepdims" in kwargs):
@@ -60,17 +64,50 @@ def bind(signature, func, args, kwargs):
         bound = signature(*args, **call)
     except TypeError:
         d.raise_global_error(func, args, kwargs)
-    if not isinstance(bound[0], DistTensor):
+    x = bound[0]
+    if not isinstance(x, DistTensor):
         comm = d.common_comm(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, DistTensor))
-        bound = (wrap(bound[0], None, comm, bound[0].shape),) + bound[1:]
+        return (wrap(x, None, comm, x.shape),) + bound[1:]
+    if x._split is not None and not x.shape[x._split]:  # (x.shape is local in a handler)
+        agree_on_errors(func, args, kwargs, x)
     return bound
 
 
+def agree_on_errors(func, args, kwargs, x: DistTensor) -> None:
+    """Raise, on a rank whose chunk of ``x`` is empty, the error torch raises on the ranks
+    that hold data: torch skips its dtype checks for empty input (``cumsum_`` of a bool
+    chunk), and the ranks must agree before any collective.
+
+    The call is replayed on a stand-in of at most one element: ``x``'s global shape with
+    every axis cut to 1 (a size-0 axis stays 0, so emptiness is torch's on the global
+    tensor). Nothing happens when the global split axis is empty too. No communication.
+    """
+    if not x._gshape[x._split]:
+        return
+    stand_in = torch.zeros([min(n, 1) for n in x._gshape], dtype=x.dtype, device=x.device)
+    call = {k: (stand_in if v is x else v) for k, v in kwargs.items() if k != "out"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the stand-in's warnings (degrees of freedom) are not the tensor's
+        try:
+            func(*(stand_in if a is x else a for a in args), **call)
+        except Exception as error:
+            raise error.with_traceback(None) from None
+
+
+@functools.lru_cache(maxsize=4096)
+def _dims(dim, ndim: int):
+    dims = layout.reduced_dims(dim, ndim)
+    if isinstance(dim, tuple) and len(dim) > len(dims):
+        raise ValueError(f"dim {dim} repeats an axis")  # replaced by torch's own message
+    return dims
+
+
 def dims_of(dim, x: DistTensor, func, args, kwargs):
-    """The normalized reduced axes (None or ``()``: all of them); torch's error for a bad ``dim``."""
+    """The normalized reduced axes (None or ``()``: all of them); torch's error for a bad or
+    repeated ``dim``."""
     try:
-        return layout.reduced_dims(dim, len(x._gshape))
-    except (IndexError, TypeError):
+        return _dims(tuple(dim) if type(dim) is list else dim, len(x._gshape))
+    except (IndexError, TypeError, ValueError):
         d.raise_global_error(func, args, kwargs)
 
 
@@ -106,22 +143,24 @@ def is_local(x: DistTensor, dims) -> bool:
     return x._split not in dims or x._comm.size == 1
 
 
-def wrap_reduced(local, x: DistTensor, dims, keepdim):
-    """Wrap a reduction's local result with the layout that survives the reduction."""
-    split = layout.reduced_split(x._split, dims, keepdim)
-    gshape, counts = layout.reduced_shape(x._gshape, dims, keepdim), None if split is None else x._counts
-    if type(local) is torch.Tensor:  # the common case, without wrap_result's checks
-        return wrap(local, split, x._comm, gshape, counts)
-    return d.wrap_result(local, split, x._comm, gshape, counts)
+@functools.lru_cache(maxsize=4096)
+def _reduced_layout(gshape, split, dims, keepdim):
+    return layout.reduced_split(split, dims, keepdim), layout.reduced_shape(gshape, dims, keepdim)
 
 
 def local_reduction(func, args, kwargs, x: DistTensor, dims, keepdim):
-    """The reduction of the local chunk by torch itself, wrapped (the split axis survives)."""
+    """The reduction of the local chunk by torch itself, wrapped with the layout that survives
+    (the split axis, or one rank holds everything). Handlers run with torch-function
+    dispatch off, so ``func`` sees the local chunk."""
     out = kwargs.get("out")
-    if out is None:
-        return wrap_reduced(d.run_local(func, args, kwargs), x, dims, keepdim)
-    local = d.run_local(func, args, {k: v for k, v in kwargs.items() if k != "out"})
-    return write_out(out, wrap_reduced(local, x, dims, keepdim), func, (args, kwargs))
+    local = func(*args, **kwargs) if out is None else func(*args, **{k: v for k, v in kwargs.items() if k != "out"})
+    split, gshape = _reduced_layout(x._gshape, x._split, dims, keepdim)
+    counts = None if split is None else x._counts
+    if type(local) is torch.Tensor:  # the common case, without wrap_result's checks
+        result = wrap(local, split, x._comm, gshape, counts)
+    else:
+        result = d.wrap_result(local, split, x._comm, gshape, counts)
+    return result if out is None else write_out(out, result, func, (args, kwargs))
 
 
 def finish(result, x: DistTensor, dims, keepdim, func, args, kwargs):
@@ -132,6 +171,15 @@ def finish(result, x: DistTensor, dims, keepdim, func, args, kwargs):
     result = d.wrap_result(result, None, x._comm, layout.reduced_shape(x._gshape, dims, keepdim), None)
     out = kwargs.get("out")
     return result if out is None else write_out(out, result, func, (args, kwargs))
+
+
+def gather_parts(parts, comm) -> list:
+    """Every rank's ``parts`` stacked along a new leading axis, as
+    :func:`torchheat.comm.functional.all_gather_parts` (differentiable). An empty part (a
+    result with a size-0 axis, empty on every rank alike) needs no communication."""
+    full = [p for p in parts if p.numel()]
+    gathered = iter(cf.all_gather_parts(full, comm) if full else ())
+    return [next(gathered) if p.numel() else p.unsqueeze(0).expand((comm.size,) + p.shape) for p in parts]
 
 
 def _each(fn, result):
@@ -180,11 +228,11 @@ def sum_(func, args, kwargs):
     """``sum``, ``nansum``: partial sums per rank, then one allreduce."""
     x, dim, keepdim, dtype = bind(_reduce_sig, func, args, kwargs)
     dims = dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
     nan = func in _NAN
     if nan and x.dtype.is_complex:
         torch_error(func, x, args, kwargs)
-    if is_local(x, dims):
-        return local_reduction(func, args, kwargs, x, dims, keepdim)
     dtype = dtype or sum_dtype(x.dtype)
     part = (torch.nansum if nan else torch.sum)(x, dims, keepdim=True, dtype=acc_dtype(dtype))
     return finish(cf.all_reduce(part, x._comm).to(dtype), x, dims, keepdim, func, args, kwargs)
@@ -195,12 +243,12 @@ def mean(func, args, kwargs):
     global number of non-NaN elements (both sums travel in one allreduce)."""
     x, dim, keepdim, dtype = bind(_reduce_sig, func, args, kwargs)
     dims = dims_of(dim, x, func, args, kwargs)
+    if is_local(x, dims):
+        return local_reduction(func, args, kwargs, x, dims, keepdim)
     nan = func in _NAN
     dtype = dtype or x.dtype
     if not real_or_complex(dtype) or (nan and not x.dtype.is_floating_point):
         torch_error(func, x, args, kwargs)
-    if is_local(x, dims):
-        return local_reduction(func, args, kwargs, x, dims, keepdim)
     acc = acc_dtype(dtype)
     if nan:
         numbers = (~x.isnan()).sum(dims, keepdim=True, dtype=acc)
@@ -246,19 +294,25 @@ def prod(func, args, kwargs):
     else:
         part = torch.prod(x, dims[0], keepdim=True, dtype=acc_dtype(dtype))
     if needs_grad(part):
-        total = cf.all_gather_parts([part], x._comm)[0].prod(0)
+        total = gather_parts([part], x._comm)[0].prod(0)
     else:
         total = x._comm.allreduce(part, "prod")
     return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
 
 
-def _var_sig(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
+def _var_sig(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
+    return input, dim, unbiased, keepdim, correction
+
+
+def _var_mean_sig(input, dim=None, unbiased=None, keepdim=False, *, correction=None):
     return input, dim, unbiased, keepdim, correction
 
 
 def var_std(func, args, kwargs):
-    """``var, std, var_mean, std_mean`` with any ``correction``/``unbiased``."""
-    x, dim, unbiased, keepdim, correction = bind(_var_sig, func, args, kwargs)
+    """``var, std, var_mean, std_mean`` with any ``correction``/``unbiased`` (and ``out=``
+    where torch has it)."""
+    name = _VAR_NAMES[func]
+    x, dim, unbiased, keepdim, correction = bind(_var_mean_sig if name.endswith("_mean") else _var_sig, func, args, kwargs)
     if isinstance(dim, bool):  # var(x, unbiased)
         dim, unbiased = None, dim
     if correction is None:
@@ -266,7 +320,6 @@ def var_std(func, args, kwargs):
     dims = dims_of(dim, x, func, args, kwargs)
     if not real_or_complex(x.dtype):
         torch_error(func, x, args, kwargs)
-    name = _VAR_NAMES[func]
     if is_local(x, dims):
         if x.numel():
             return local_reduction(func, args, kwargs, x, dims, keepdim)
@@ -284,29 +337,73 @@ def var_std(func, args, kwargs):
 def moments(x: DistTensor, dims, correction, name="var"):
     """Global ``(var, mean)`` over ``dims`` (which include the split axis), with keepdim.
 
-    Every rank's mean and sum of squared deviations ``M2`` (from torch's own var_mean) are
-    gathered and merged in double precision by Chan et al.'s parallel formula
-    ``M2 = sum_r (M2_r + n_r |mean_r - mean|^2)``: no cancellation, however large the mean.
-    Differentiable.
+    Every rank's mean and sum of squared deviations ``M2`` (:func:`chunk_moments`) are
+    gathered and merged by :func:`merge_moments`. Differentiable.
     """
     comm = x._comm
     per_row = _numel(x._gshape, [i for i in dims if i != x._split])
     n = [c * per_row for c in x._counts]
-    merge = torch.complex128 if x.dtype.is_complex else torch.float64  # the partials are small
-    if n[comm.rank]:
-        var_r, mean_r = torch.var_mean(x, dims, correction=0, keepdim=True)
-        if x.dtype not in (torch.float64, torch.complex128):  # recover the digits mean_r lost to x's precision
-            mean_r = mean_r.to(merge) + (x - mean_r).mean(dims, keepdim=True).to(merge)
-    else:  # an empty chunk: no deviations, weight 0 (zeros that stay on the autograd graph)
-        mean_r = x.sum(dims, keepdim=True)
-        var_r = mean_r.abs()
-    means, m2s = cf.all_gather_parts([mean_r.to(merge), var_r.to(torch.float64) * n[comm.rank]], comm)
-    weights = torch.tensor(n, dtype=torch.float64, device=m2s.device).reshape((-1,) + (1,) * mean_r.dim())
+    means, m2s = gather_parts(chunk_moments(x, dims, n[comm.rank], two_pass=not name.endswith("_mean")), comm)
+    mean_, m2 = merge_moments(means, m2s, n)
     total = sum(n)
-    mean_ = (weights * means).sum(0) / total
-    m2 = (m2s + weights * _abs2(means - mean_)).sum(0)
     _check_dof(name, total, correction)
     return m2 / max(total - correction, 0), mean_
+
+
+def chunk_moments(x: torch.Tensor, dims, count: int, two_pass: bool = False):
+    """``(mean, M2)`` of this rank's chunk (``count`` elements) over ``dims``, with keepdim,
+    in double precision (complex128 for complex data; M2 is real).
+
+    A reduction over the whole chunk of real data with no gradient takes
+    :func:`blocked_moments` when ``two_pass`` (torch's var and std reduce a whole tensor in
+    two passes, its var_mean with a Welford kernel that is several times slower);
+    otherwise torch's var_mean over ``dims``.
+    """
+    merge = torch.complex128 if x.dtype.is_complex else torch.float64  # the partials are small
+    if not count:  # an empty chunk: weight 0 (zeros that stay on the autograd graph)
+        zero = x.sum(dims, keepdim=True)
+        return zero.to(merge), zero.abs().to(torch.float64)
+    if two_pass and len(dims) == x.dim() and x.is_floating_point() and x.device.type == "cpu" and not needs_grad(x):
+        shape = (1,) * x.dim()
+        return tuple(m.reshape(shape) for m in blocked_moments(x.reshape(-1)))
+    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+    if x.dtype not in (torch.float64, torch.complex128):  # recover the digits mean lost to x's precision
+        mean = mean.to(merge) + (x - mean).mean(dims, keepdim=True).to(merge)
+    return mean.to(merge), var.to(torch.float64) * count
+
+
+def blocked_moments(flat: torch.Tensor):
+    """``(mean, M2)`` of a 1-D real tensor in float64, block by block.
+
+    A full-size temporary (``x - mean``) costs more than the arithmetic; a block of
+    ``_BLOCK`` elements is copied to float64, centred on its own mean and squared while it is
+    in cache, and the blocks are merged like ranks.
+    """
+    buf = torch.empty(min(flat.numel(), _BLOCK), dtype=torch.float64, device=flat.device)
+    blocks, means, m2s = flat.split(_BLOCK), [], []
+    for block in blocks:
+        centred = buf[:block.numel()].copy_(block)
+        means.append(centred.mean())
+        centred.sub_(means[-1])
+        m2s.append(torch.dot(centred, centred))
+    return merge_moments(torch.stack(means), torch.stack(m2s), [block.numel() for block in blocks])
+
+
+def merge_moments(means: torch.Tensor, m2s: torch.Tensor, counts):
+    """Mean and M2 of the union of parts (stacked along axis 0) of ``counts`` elements each
+    (a list of ints), by Chan et al.'s parallel formula
+    ``M2 = sum_i (M2_i + n_i |mean_i - mean|^2)``: no cancellation however large the mean.
+
+    The mean is a weighted average (``w_i = n_i / n``) taken as
+    ``ref + sum_i (w_i mean_i - w_i ref)`` around one part's mean ``ref``: it cannot overflow
+    where the means do not, and equal means merge exactly. An empty part adds nothing.
+    """
+    ref = means[max(range(len(counts)), key=counts.__getitem__)]
+    counts = torch.tensor(counts, dtype=torch.float64, device=m2s.device).reshape((-1,) + (1,) * (means.dim() - 1))
+    weights = counts / counts.sum()
+    mean = ref + (weights * means - weights * ref).sum(0)
+    spread = torch.where(counts > 0, counts * _abs2(means - mean), 0)
+    return mean, (m2s + spread).sum(0)
 
 
 def _check_dof(name, n, correction):
@@ -374,11 +471,13 @@ def norm_over_split(x: DistTensor, ord, dims, dtype, func, args, kwargs):
         return extreme(x.to(acc).abs(), x, dims, largest=ord > 0).to(real)
     if ord < 0:  # an empty chunk has no negative norm: it counts as one infinite element
         part = torch.linalg.vector_norm(nonempty(x.to(acc).abs(), x._split, False), ord, dims, keepdim=True)
-    else:
+    elif x.shape[x._split] or ord == 0:
         part = torch.linalg.vector_norm(x, ord, dims, keepdim=True, dtype=acc)
+    else:  # zeros on the autograd graph; torch's second derivative of an empty norm is NaN
+        part = x.sum(dims, keepdim=True, dtype=acc).abs()
     if ord == 0:
         return cf.all_reduce(part, x._comm).to(real)
-    return torch.linalg.vector_norm(cf.all_gather_parts([part], x._comm)[0], ord, 0).to(real)
+    return torch.linalg.vector_norm(gather_parts([part], x._comm)[0], ord, 0).to(real)
 
 
 def logsumexp(func, args, kwargs):
@@ -392,7 +491,7 @@ def logsumexp(func, args, kwargs):
         torch_error(func, x, args, kwargs)  # unlike sum, torch rejects dim=() here
     dtype = x.dtype if real_or_complex(x.dtype) else torch.get_default_dtype()
     part = torch.logsumexp(x.to(acc_dtype(dtype)), dims, keepdim=True)  # -inf for an empty chunk
-    total = torch.logsumexp(cf.all_gather_parts([part], x._comm)[0], 0)
+    total = torch.logsumexp(gather_parts([part], x._comm)[0], 0)
     return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
 
 
@@ -425,47 +524,42 @@ def _ties(t: torch.Tensor, value: torch.Tensor, nan: bool) -> torch.Tensor:
 
 
 class _Select(torch.autograd.Function):
-    """``value``, chosen from ``x`` elsewhere; backward sends the gradient to ``x`` scaled
-    by ``weight`` (which elements were chosen, and their share)."""
+    """``value`` (replicated), chosen from the local ``x`` elsewhere; backward sends its
+    gradient to ``x`` scaled by ``weight`` (which elements were chosen, and their share).
+
+    The replicated gradient enters split data there, so it goes through
+    :func:`torchheat.comm.functional.enter_replicated`: second derivatives are exact.
+    """
 
     @staticmethod
-    def forward(ctx, x, weight, value):
+    def forward(ctx, x, weight, value, comm):
         ctx.save_for_backward(weight)
+        ctx.comm = comm
         return value.clone()
 
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return grad * weight, None, None
-
-
-def allreduce_extreme(part: torch.Tensor, comm, largest: bool) -> torch.Tensor:
-    """The max (``largest``) or min over ranks, NaN if any rank has NaN, as in torch (MPI's
-    max and min need not propagate NaN: a NaN flag travels along in the same allreduce)."""
-    op = "max" if largest else "min"
-    if not part.is_floating_point():
-        return comm.allreduce(part, op)
-    nan = part.isnan().to(part.dtype)
-    value, flag = comm.allreduce(torch.stack([part, nan if largest else -nan]), op).unbind(0)
-    return value.masked_fill_(flag != 0, math.nan)
+        return cf.enter_replicated(grad, ctx.comm) * weight, None, None, None
 
 
 def extreme(t: torch.Tensor, x: DistTensor, dims, largest: bool, nan_ties: bool = False) -> torch.Tensor:
     """Global amax (``largest``) or amin over ``dims``, which include the split axis, of
     ``t`` (local data in ``x``'s layout), with keepdim.
 
-    One allreduce; with a gradient, one allgather of (local extreme, local tie count)
-    instead: torch shares the gradient evenly by the ties of the whole tensor.
+    One allreduce (NaN wins, as in torch); with a gradient, one allgather of (local
+    extreme, local tie count) instead: torch shares the gradient evenly by the ties of the
+    whole tensor.
     """
     comm, kernel = x._comm, torch.amax if largest else torch.amin
     part = kernel(nonempty(t, x._split, largest), dims, keepdim=True)
     if not needs_grad(t):
-        return allreduce_extreme(part, comm, largest)
+        return comm.allreduce(part, "max" if largest else "min")
     part = part.detach()
-    values, counts = cf.all_gather_parts([part, _ties(t, part, nan_ties).sum(dims, keepdim=True)], comm)
+    values, counts = gather_parts([part, _ties(t, part, nan_ties).sum(dims, keepdim=True)], comm)
     value = kernel(values, 0)
     count = torch.where(_ties(values, value, nan_ties), counts, 0).sum(0)
-    return _Select.apply(t, _ties(t, value, nan_ties).to(t.dtype) / count, value)
+    return _Select.apply(t, _ties(t, value, nan_ties).to(t.dtype) / count, value, comm)
 
 
 def arg_extreme(x: DistTensor, dim, largest: bool):
@@ -491,7 +585,7 @@ def arg_extreme(x: DistTensor, dim, largest: bool):
         index = index + start
     if x.shape[split] == 0:
         index = torch.full_like(index, _NO_INDEX)
-    values, indices = cf.all_gather_parts([value.detach(), index], comm)
+    values, indices = gather_parts([value.detach(), index], comm)
     best = (torch.amax if largest else torch.amin)(values, 0)
     return best, torch.where(_ties(values, best, nan=True), indices, _NO_INDEX).amin(0)
 
@@ -534,7 +628,7 @@ def aminmax(func, args, kwargs):
     else:
         parts = [torch.amin(nonempty(x, x._split, False), dims, keepdim=True),
                  torch.amax(nonempty(x, x._split, True), dims, keepdim=True)]
-        lows, highs = cf.all_gather_parts(parts, x._comm)
+        lows, highs = gather_parts(parts, x._comm)
         low, high = lows.amin(0), highs.amax(0)
     return finish(torch.return_types.aminmax((low, high)), x, dims, keepdim, func, args, kwargs)
 
@@ -566,7 +660,7 @@ def max_min(func, args, kwargs):
         shape[dims[0]] = -1
         start = layout.offsets(x._counts)[x._comm.rank]
         rows = torch.arange(start, start + x.shape[dims[0]], device=x.device).reshape(shape)
-        values = _Select.apply(x, (rows == indices).to(x.dtype), values)
+        values = _Select.apply(x, (rows == indices).to(x.dtype), values, x._comm)
     kind = torch.return_types.max if largest else torch.return_types.min
     return finish(kind((values, indices)), x, dims, keepdim, func, args, kwargs)
 
