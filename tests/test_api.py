@@ -203,3 +203,14 @@ def test_replicated_views_alias_and_in_place_shape_changes_update_the_shape(comm
     expected[0].fill_(7)
     expected.T.mul_(2)
     assert torch.equal(x.local, expected)
+
+
+def test_a_copy_standing_in_for_a_view_refuses_writes(comm):
+    # A row picked along the split axis is a copy (broadcast from its owner), marked as such:
+    # in-place writes into it, or into views of it, raise instead of being lost.
+    x = th.ones(3, 2)
+    x._copy_of = "x[0] along the split axis"
+    for write in (lambda t: t.add_(1), lambda t: t.view(-1).fill_(7), lambda t: t.T.zero_()):
+        with pytest.raises(th.NotDistributedError, match="writes into a copy of x\\[0\\]"):
+            write(x)
+    assert (x + 1)._copy_of is None and bool((x == 1).all())

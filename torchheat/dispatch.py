@@ -329,9 +329,13 @@ def no_rule(func: Callable, args: tuple, kwargs: dict):
     split = [a for a in dists if a._split is not None]
     if not split:
         out = run_local(func, args, kwargs)
+        copy_of = args[0]._copy_of if func in VIEWS and args and isinstance(args[0], DistTensor) else None
         for a in dists:  # an in-place shape change (t_, unsqueeze_, resize_, ...) of a replicated tensor
             a._gshape = a.lshape
-        return wrap_replicated(out, comm)
+        out = wrap_replicated(out, comm)
+        if copy_of is not None and isinstance(out, DistTensor):  # a view of a copy is a copy too
+            out._copy_of = copy_of
+        return out
     name = func_name(func)
     splits = [a._split for a in dists]
     aliasing = func in VIEWS or writes(func, kwargs)
@@ -349,5 +353,15 @@ def no_rule(func: Callable, args: tuple, kwargs: dict):
     return wrap_replicated(run_local(func, args, kwargs), comm)
 
 
+def refuse_write(func: Callable, args: tuple, kwargs: dict) -> None:
+    """Raise if ``func`` writes into ``args[0]``, a copy standing in for a view (``_copy_of``)."""
+    if writes(func, kwargs):
+        raise NotDistributedError(
+            f"{func_name(func)} writes into a copy of {args[0]._copy_of}, not a view of it (that row lives on one "
+            "rank); write through the original instead (e.g. x[i] = value)"
+        )
+
+
 DistTensor._handlers = REGISTRY
 DistTensor._no_rule = staticmethod(no_rule)
+DistTensor._refuse_write = staticmethod(refuse_write)

@@ -34,17 +34,24 @@ class DistTensor(torch.Tensor):
     _comm: Communicator
     _gshape: torch.Size
     _counts: Optional[layout.Counts]
+    # Set on a result that torch would return as a view but that had to be a copy (a row of the
+    # split axis picked by an int, broadcast from its owner): what it is a copy of. In-place
+    # writes into such a tensor raise instead of being lost (write through the original).
+    _copy_of: Optional[str] = None
 
     # Installed by torchheat.dispatch: the registry {func: handler(func, args, kwargs)} and
     # the policy for functions with no rule.
     _handlers: dict = {}
     _no_rule = None
+    _refuse_write = None
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
         # Handlers run with torch-function dispatch off: inside them a DistTensor behaves as
         # its local chunk (x.shape is local; the global shape is x._gshape).
         with DisableTorchFunctionSubclass():
+            if args and getattr(args[0], "_copy_of", None) is not None:
+                cls._refuse_write(func, args, kwargs or {})
             handler = cls._handlers.get(func)
             if handler is None:
                 return cls._no_rule(func, args, kwargs or {})
