@@ -188,13 +188,15 @@ class Communicator(abc.ABC):
         dtype = t.dtype
         if dtype.is_complex and op == "prod" and self.size > 1:
             return self.allgather(t).prod(dim=0)
-        t = values(t)
+        given, t = t, values(t)
         contiguous = torch.contiguous_format  # the backends reduce the buffer in place
         if dtype == torch.bool or op in ("land", "lor"):
             work = (t != 0).to(torch.uint8, memory_format=contiguous)
             op = _LOGICAL[op]
         elif dtype in (torch.float16, torch.bfloat16):
             work = t.to(torch.float32, memory_format=contiguous)
+        elif given.numel() <= 1:  # values() copied it already
+            work = t
         else:
             work = t.clone(memory_format=contiguous)
         if self.size > 1:

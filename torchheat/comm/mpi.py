@@ -133,7 +133,7 @@ class MPICommunicator(Communicator):
 
     def _allreduce(self, t, op):
         work = t.cpu() if self._staged(t) else t
-        buf = work.reshape(-1) if work.is_cuda else work.reshape(-1).numpy()
+        buf = work.reshape(-1) if work.is_cuda else work.numpy()
         self.mpi.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
         if work is not t:
             t.copy_(work)
