@@ -429,3 +429,13 @@ def test_all_reduce_differentiates_only_sums(comm):
     with pytest.raises(ValueError, match=r"differentiable for op='sum' only, got op='max'"):
         cf.all_reduce(torch.ones(2, requires_grad=True), comm, "max")
     assert torch.equal(cf.all_reduce(torch.ones(2), comm, "max"), torch.ones(2))
+
+
+def test_nested_comm_logs(comm):
+    """An inner log closes without closing an outer one that is equal to it (both empty)."""
+    x = th.distribute(torch.ones(4), split=0)
+    with th.debug.comm_log() as outer:
+        with th.debug.comm_log() as inner:
+            pass
+        x.sum()
+    assert inner == [] and [e.collective for e in outer] == (["allreduce"] if comm.size > 1 else [])

@@ -162,13 +162,18 @@ def differentiable(out, sample):
             if isinstance(o, torch.Tensor) and o.requires_grad and (o.is_floating_point() or o.is_complex())]
 
 
-def check_sample(op, sample, comm, inplace: bool):
+def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list):
+    """Check every layout of ``sample``; append to ``moved`` the bytes this rank sent in each
+    gathering collective of each forward, and to ``sizes`` the bytes that make a gather of one
+    of its split inputs whole (:func:`whole_gather_bytes`, :func:`gathered_whole_input`)."""
     (inp, args, kwargs), ref_leaves = globals_of(sample)
     try:
         expected = op(inp, *args, **kwargs)
     except Exception:  # not a valid call of torch itself: nothing to compare
         return
     ref_outs = differentiable(expected, sample)
+    results = [t for t in pytree.tree_leaves(expected) if isinstance(t, torch.Tensor)]
+    out_numel, out_bytes = max((t.numel() for t in results), default=0), sum(t.numel() * t.element_size() for t in results)
     weights, ref_grads = None, None
     if ref_outs:
         gen = torch.Generator().manual_seed(0)
@@ -184,8 +189,12 @@ def check_sample(op, sample, comm, inplace: bool):
         if layout is None:
             continue
         (x, xargs, xkwargs), leaves = layout
+        sizes.append(min((whole_gather_bytes(t, out_numel, out_bytes, comm.size) for t in leaves if isinstance(t, th.DistTensor)
+                          and t.split_dim is not None and t.shape[t.split_dim] > 2 * comm.size), default=0))
         where = f"sample {sample.name or sample!r:.120}, split={axis} {mode or ''}"
-        got = op(x, *xargs, **xkwargs)
+        with th.debug.comm_log() as log:
+            got = op(x, *xargs, **xkwargs)
+        moved.append([e.nbytes for e in log if e.collective in GATHERS])
         compare_outputs(got, expected, where)
         if ref_grads is not None:
             outs = differentiable(pytree.tree_map(full, got), sample)
@@ -234,13 +243,41 @@ def test_opinfo(op, comm, record_property):
     if op_id(op) in EXCLUDED:
         pytest.skip(EXCLUDED[op_id(op)])
     inplace = family(op) == "pointwise" and op.inplace_variant is not None
-    problem = None
+    problem, moved, sizes = None, [], []
     try:
         for sample in samples(op, pick_dtype(op)):
             writable = isinstance(sample.input, torch.Tensor) and not sample.broadcasts_input
-            check_sample(op, sample, comm, inplace and writable)
+            check_sample(op, sample, comm, inplace and writable, moved, sizes)
     except Exception as e:  # every rank learns every rank's outcome: all fail alike, none hangs
         problem = f"{type(e).__name__}: {e}"
-    failed = [(r, p) for r, p in enumerate(comm.allgather_obj(problem)) if p is not None]
+    outcomes = comm.allgather_obj((problem, moved))
+    failed = [(r, p) for r, (p, _) in enumerate(outcomes) if p is not None]
     if failed:
         pytest.fail(f"{op_id(op)} on rank(s) {[r for r, _ in failed]}: {failed[0][1]}", pytrace=False)
+    record_property("whole_gather", gathered_whole_input([m for _, m in outcomes], sizes))
+
+
+# Collectives that leave one rank's data on others. A forward ran a whole-input gather when one
+# of its gathering collectives moved (all ranks' bytes together) as much as one split input
+# held, whatever the op's rule calls it.
+GATHERS = ("allgather", "gather", "bcast")
+
+
+def whole_gather_bytes(t, out_numel: int, out_bytes: int, ranks: int) -> int:
+    """The bytes a gather must move to count as a gather of the whole input ``t``.
+
+    Only inputs with more than two rows per rank along the split axis count (a scan's carry,
+    one row of values and one of indices per rank, is less). Where the result is smaller than ``t`` (a reduction, an operand
+    broadcast along the result's split axis), a gather of per-rank partial results (values
+    with indices, means with squared deviations) is at most a few results per rank, so it
+    must also exceed four results per rank.
+    """
+    size = t.numel() * t.element_size()
+    return size if out_numel >= t.numel() else max(size, 4 * ranks * out_bytes + 1)
+
+
+def gathered_whole_input(moved_per_rank, sizes) -> bool:
+    """Whether some forward moved one of its split inputs whole through one gathering
+    collective (all ranks' bytes summed; every rank runs the same collectives in the same
+    order, and ``sizes`` is the same on every rank)."""
+    return any(0 < size <= max(map(sum, zip(*(m[i] for m in moved_per_rank))), default=0) for i, size in enumerate(sizes))
