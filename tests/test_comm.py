@@ -439,3 +439,12 @@ def test_nested_comm_logs(comm):
             pass
         x.sum()
     assert inner == [] and [e.collective for e in outer] == (["allreduce"] if comm.size > 1 else [])
+
+
+def test_point_to_point_of_one_element_with_odd_strides(comm):
+    """A one-element tensor is contiguous whatever its strides (a (1, 1) transpose has (1, 2))."""
+    odd = torch.arange(2.).reshape(2, 1).mT[:, :1].reshape(1, 1).as_strided((1, 1), (1, 2))
+    req = comm.isend(odd, (comm.rank + 1) % comm.size)
+    got = comm.recv(torch.empty(1, 1), (comm.rank - 1) % comm.size)
+    req.wait()
+    assert got.item() == 0.0

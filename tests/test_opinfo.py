@@ -28,6 +28,8 @@ NAMED = {
     "reductions": {"aminmax", "max", "min", "var_mean", "std_mean", "norm", "logsumexp"},
     "scans": {"cumsum", "cumprod", "cummax", "cummin", "logcumsumexp"},
     "softmax": {"softmax", "log_softmax", "nn.functional.softmin"},
+    "linalg": {"matmul", "mm", "bmm", "mv", "dot", "vdot", "inner", "outer", "addmm", "addmv", "addr", "baddbmm", "addbmm",
+               "chain_matmul", "linalg.multi_dot", "linalg.vecdot", "linalg.matmul", "__rmatmul__"},
 }
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.

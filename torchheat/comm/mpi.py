@@ -38,7 +38,8 @@ def _storage_bytes(t: torch.Tensor):
 
 def _bytes(t: torch.Tensor):
     """A contiguous tensor's own memory as a byte buffer (CPU: numpy view; CUDA: the tensor)."""
-    flat = t.reshape(-1).view(torch.uint8)
+    # (one element counts as contiguous whatever its strides, and its reshape keeps them)
+    flat = (t.reshape(-1) if t.numel() > 1 else t.as_strided((t.numel(),), (1,))).view(torch.uint8)
     return flat if t.is_cuda else flat.numpy()
 
 
