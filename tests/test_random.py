@@ -101,6 +101,13 @@ def test_randperm(comm, small_blocks, n):
     assert x.dtype == torch.float64 and x.is_balanced and sorted(x.full().tolist()) == list(range(n))
 
 
+def test_randperm_breaks_ties_by_index(comm, monkeypatch):
+    monkeypatch.setattr(R, "_random_keys", lambda t, g: t.random_(0, 4, generator=g).mul_(2**61))  # 4 keys, many ties
+    ref = independent(lambda c, s: th.randperm(40, split=s, comm=c), 1, comm)
+    descents = int((ref[1:] < ref[:-1]).sum())  # four increasing runs of indices, one per key
+    assert sorted(ref.tolist()) == list(range(40)) and 1 <= descents <= 3
+
+
 def test_randperm_sends_no_whole_permutation(comm):
     with th.debug.comm_log() as log:
         th.randperm(3000, split=0)

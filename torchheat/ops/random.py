@@ -217,10 +217,13 @@ def _fill_range(out: torch.Tensor, lo: int, numel: int, key: int, fill: Fill) ->
 
 
 def _flat_range(gshape, split, counts, rank):
-    """``(lo, hi)`` of this rank's chunk in the flat index space, or None when it is not contiguous."""
+    """``(lo, hi)`` of this rank's chunk in the flat index space, or None when it is not contiguous
+    (decided alike on every rank: the other way is collective)."""
     numel = math.prod(gshape)
     if split is None:
         return 0, numel
+    if max(counts) == gshape[split]:  # one rank holds everything (one process): the whole tensor or nothing
+        return 0, numel if counts[rank] else 0
     if math.prod(gshape[:split]) != 1:
         return None
     inner = math.prod(gshape[split + 1:])
@@ -421,20 +424,20 @@ def randperm(n, *, generator=None, split=None, dtype=torch.int64, device=None, c
     split = layout.normalize_split(split, 1)
     counts = None if split is None else layout.balanced_counts(n, comm.size)
     keys = draw((n,), split, counts, comm, torch.int64, device, _random_keys, generator)
-    keys, order = torch.sort(keys, stable=True)
     if split is None:
+        order = torch.sort(keys, stable=True).indices
         return make_leaf(order.to(probe.dtype), None, comm, probe.shape, None, requires_grad)
     p, rank = comm.size, comm.rank
-    index = order + layout.offsets(counts)[rank]
-    dest = ((keys >> 32) * p) >> 31  # the rank whose key range holds each key (monotone in the key)
-    sends = torch.bincount(dest, minlength=p)
-    matrix = comm.allgather(sends).tolist()  # matrix[i][j]: pairs rank i sends to rank j
+    dest = ((keys >> 32) * p) >> 31  # the rank whose key range holds each key
+    order = torch.sort(dest.to(torch.uint8 if p < 256 else torch.int32), stable=True).indices  # by rank, then index
+    sends = torch.bincount(dest, minlength=p).tolist()
+    matrix = comm.allgather(torch.tensor(sends)).tolist()  # matrix[i][j]: pairs rank i sends to rank j
     got = tuple(sum(row[j] for row in matrix) for j in range(p))
-    send = tuple(((0, o, c),) for o, c in zip(layout.offsets(tuple(sends.tolist())), sends.tolist()))
     mine = tuple(row[rank] for row in matrix)
+    send = tuple(((0, o, c),) for o, c in zip(layout.offsets(tuple(sends)), sends))
     recv = tuple(((0, o, c),) for o, c in zip(layout.offsets(mine), mine))
-    pairs = comm.exchange(torch.stack([keys, index], 1), send, (got[rank], 2), recv)
-    # Parts arrive in rank order, each sorted by (key, index): a stable sort by key keeps ties by index.
+    pairs = comm.exchange(torch.stack([keys[order], order + layout.offsets(counts)[rank]], 1), send, (got[rank], 2), recv)
+    # Parts arrive in rank order, each in index order: a stable sort by key breaks ties by index.
     part = pairs[torch.sort(pairs[:, 0], stable=True).indices, 1]
     perm = relayout(wrap(part, 0, comm, probe.shape, got), 0, counts).local
     return make_leaf(perm.to(probe.dtype), 0, comm, probe.shape, counts, requires_grad)
