@@ -39,6 +39,7 @@ from .. import dispatch as d, layout
 from ..config import NotDistributedError
 from ..tensor import DistTensor, make_leaf, relayout, wrap
 from .creation import _comm, _like, _probe
+from .pointwise import elementwise
 
 __all__ = [
     "Generator", "default_generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state",
@@ -506,7 +507,7 @@ def bernoulli(func, args, kwargs):
     return make_leaf(local, x._split, x._comm, x._gshape, x._counts)
 
 
-_LIKE = {torch.rand_like: (_uniform, 0), torch.randn_like: (_standard_normal, 0), torch.randint_like: (None, 2)}
+_LIKE = {torch.rand_like: _uniform, torch.randn_like: _standard_normal, torch.randint_like: None}
 
 
 def like(func, args, kwargs):
@@ -516,7 +517,7 @@ def like(func, args, kwargs):
     if not isinstance(x, DistTensor):
         raise TypeError(f"{d.func_name(func)}: expected a tensor as input, got {type(x).__name__}")
     bounds = list(args[1:]) + [kwargs.pop(k) for k in ("low", "high") if k in kwargs]
-    fill, _ = _LIKE[func]
+    fill = _LIKE[func]
     if func is torch.randint_like:
         low, high = (0, bounds[0]) if len(bounds) == 1 else tuple(bounds[:2])
         fill = _randint_fill(low, high)
@@ -528,8 +529,6 @@ def like(func, args, kwargs):
 
 def _normal_tensors(mean, std, generator, comm, split=None) -> DistTensor:
     """``torch.normal`` with tensor mean and/or std: ``mean + std * z`` in the broadcast layout."""
-    from .pointwise import elementwise  # (pointwise's elementwise handler: alignment of the operands)
-
     gshape = layout.broadcast_shapes(*(tuple(d.shape_of(t)) for t in (mean, std) if isinstance(t, torch.Tensor)))
     if gshape is None:
         d.raise_global_error(torch.normal, (mean, std), {})
@@ -557,9 +556,8 @@ def normal_handler(func, args, kwargs):
     generator, kwargs = _pop_generator(kwargs)
     if kwargs.get("out") is not None:
         raise NotDistributedError("torch.normal(out=...) has no distributed rule; assign the result instead")
-    names = ("mean", "std")
-    values = list(args) + [kwargs[k] for k in names[len(args):] if k in kwargs]
-    mean, std = (values + [1.0])[:2] if len(values) >= 1 else (0.0, 1.0)
+    values = dict(zip(("mean", "std"), args), **kwargs)
+    mean, std = values.get("mean", 0.0), values.get("std", 1.0)
     comm = d.common_comm([t for t in (mean, std) if isinstance(t, DistTensor)])
     return _normal_tensors(mean, std, generator, comm)
 
