@@ -162,6 +162,7 @@ def test_bernoulli_multinomial_normal_on_disttensors(comm, small_blocks):
         ("bernoulli p", lambda c, s: torch.bernoulli(th.distribute(p, split=s, comm=c), 0.25)),
         ("bernoulli_ tensor", lambda c, s: th.zeros(9, 5, split=s, comm=c).bernoulli_(th.distribute(p, comm=c))),
         ("normal", lambda c, s: torch.normal(th.distribute(p, split=s, comm=c), 2.0)),
+        ("th.normal of plain tensors", lambda c, s: th.normal(p, 2.0, split=s, comm=c)),
         ("normal tensors", lambda c, s: torch.normal(th.distribute(p, split=s, comm=c), th.distribute(p[0], comm=c))),
         ("multinomial", lambda c, s: torch.multinomial(th.distribute(w, split=s, comm=c), 4)),
         ("multinomial replacement", lambda c, s: th.distribute(w, split=s, comm=c).multinomial(7, replacement=True)),

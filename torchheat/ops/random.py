@@ -546,7 +546,7 @@ def _normal_tensors(mean, std, generator, comm, split=None) -> DistTensor:
         counts = None if split is None else layout.balanced_counts(gshape[split], comm.size)
     device = (mean if isinstance(mean, torch.Tensor) else std).device
     z = wrap(draw(gshape, split, counts, comm, dtype, device, _standard_normal, generator), split, comm, gshape, counts)
-    with torch.no_grad():  # torch.normal is not differentiable in its parameters either
+    with torch.no_grad():  # a sample: torch's gradients with respect to mean and std are zero too
         out = elementwise(torch.add, (elementwise(torch.mul, (z, std), {}), mean), {})
     return make_leaf(out.local.to(dtype), out._split, comm, out._gshape, out._counts)
 
