@@ -75,30 +75,36 @@ def worker(args):
         print(MARKER + json.dumps({"procs": comm.size, "backend": comm.backend, "ms": result}), flush=True)
 
 
-def launch(args, p):
-    """Times of every op at ``p`` processes (None for n/a), from a child mpiexec job."""
+def launch(args, p, script=__file__, marker=MARKER):
+    """Times of every op at ``p`` processes (None for n/a), from a child mpiexec job running
+    ``script --worker``, which reports one JSON line after ``marker``."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi")
-    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker",
+    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(script), "--worker",
            "--n", str(args.n), "--repeats", str(args.repeats)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)]
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    return json.loads(lines[-1][len(MARKER):])["ms"]
+    return json.loads(lines[-1][len(marker):])["ms"]
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(doc, repeats=7, rounds=3):
+    """The command line of the benchmarks that launch themselves at several process counts."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2 * 10**7, help="global number of elements")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per op and round (the best is reported)")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of all columns")
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per op and round (the best is reported)")
+    parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds of all columns")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to launch")
     # The launcher next to this Python (a virtual environment's MPI) before the one on PATH.
     launcher = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec"
     parser.add_argument("--mpiexec", default=launcher, help="MPI launcher (default: %(default)s)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main():
+    args = parse_args(__doc__)
     torch.set_num_threads(1)
     if args.worker:
         return worker(args)

@@ -16,6 +16,10 @@ from .ops.creation import (
     arange, distribute, empty, empty_like, eye, from_local, full, full_like, linspace, logspace, ones, ones_like,
     zeros, zeros_like,
 )
+from .ops.random import (
+    Generator, get_rng_state, initial_seed, manual_seed, normal, rand, rand_like, randint, randint_like, randn, randn_like,
+    randperm, set_rng_state,
+)
 from .printing import global_str, print0, print_ranks
 from .tensor import DistTensor
 
@@ -24,6 +28,8 @@ __version__ = "0.1.0"
 __all__ = [
     "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug", "linalg",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
-    "zeros_like", "ones_like", "empty_like", "full_like", "global_str", "print0", "print_ranks",
+    "zeros_like", "ones_like", "empty_like", "full_like",
+    "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
+    "normal", "rand_like", "randn_like", "randint_like", "global_str", "print0", "print_ranks",
 ]
 

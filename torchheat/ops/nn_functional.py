@@ -8,7 +8,10 @@ a non-split axis it is local, along the split axis both halves are redistributed
 balanced layout of the result first. ``softmax``, ``log_softmax`` and ``softmin`` are local
 along a non-split axis; along the split axis every rank exponentiates its chunk against its
 own maximum and one allgather of the chunks' logsumexps gives the global normalizer (one
-allreduce backward; gradients of any order are exact).
+allreduce backward; gradients of any order are exact). Dropout in training mode (``dropout``,
+``dropout1d/2d/3d``, ``alpha_dropout``, ``feature_alpha_dropout`` and torch's own forms) draws
+its mask from torchheat's random stream (:mod:`torchheat.ops.random`), so the output does not
+depend on the number of processes; the mask is multiplied into the chunk (exact gradients).
 
 Examples
 --------
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +37,7 @@ from ..comm import functional as cf
 from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
 from .pointwise import elementwise, write_out
+from .random import draw
 from .reductions import gather_parts
 
 # Single-input activations with scalar parameters only.
@@ -238,6 +243,97 @@ def softmax(func, args, kwargs):
     return wrap(out.to(out_dtype), x._split, x._comm, x._gshape, x._counts)
 
 
+# -- dropout -------------------------------------------------------------------------------
+_SELU_ALPHA = 1.7580993408473766  # ATen's alpha dropout constant
+
+
+def dropout_mask(x: DistTensor, p: float, training: bool, inplace: bool, channels=None, alpha: bool = False):
+    """ATen's dropout on a DistTensor, the mask drawn from the global random stream.
+
+    ``channels``: the number of leading axes the mask varies over (feature dropout: 2, or 1
+    for an unbatched input; None: every axis). The mask is split like ``x`` when ``x``'s split
+    axis is among them, otherwise replicated (every rank draws all of it).
+    """
+    if not 0 <= p <= 1:
+        raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
+    gshape, ndim = x._gshape, len(x._gshape)
+    if channels is not None and ndim < 2:
+        raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
+    if p == 0 or not training or gshape.numel() == 0:
+        return x
+    k = ndim if channels is None else channels
+    split = x._split if x._split is not None and x._split < k else None
+    counts = x._counts if split is not None else None
+    shift = None
+    if p == 1:
+        noise = x.local.new_zeros(())
+    else:
+        noise = draw(gshape[:k] + (1,) * (ndim - k), split, counts, x._comm, x.dtype, x.device,
+                     lambda t, g: t.bernoulli_(1 - p, generator=g))
+        if alpha:
+            a = 1.0 / math.sqrt((_SELU_ALPHA ** 2 * p + 1) * (1 - p))
+            shift = noise.add(-1).mul_(_SELU_ALPHA * a).add_(_SELU_ALPHA * a * p)
+            noise.mul_(a)
+        else:
+            noise.div_(1 - p)
+    if inplace:  # (dispatch is off: x is its local chunk)
+        x.mul_(noise)
+        return x if shift is None else x.add_(shift)
+    out = x.local * noise
+    return wrap(out if shift is None else out + shift, x._split, x._comm, gshape, x._counts)
+
+
+def _dropout_args(func, args, kwargs, training_default):
+    names = ("input", "p", "training", "inplace")
+    values = dict(zip(names, args), **kwargs)
+    return values["input"], values.get("p", 0.5), values.get("training", training_default), values.get("inplace", False)
+
+
+def _channels(name: str, ndim: int):
+    """Leading axes of a feature dropout's mask, as nn.functional treats the input (with its warnings)."""
+    if name == "dropout1d":
+        if ndim not in (2, 3):
+            raise RuntimeError(f"dropout1d: Expected 2D or 3D input, but received a {ndim}D input. Note that dropout1d "
+                               "exists to provide channel-wise dropout on inputs with 1 spatial dimension, a channel "
+                               "dimension, and an optional batch dimension (i.e. 2D or 3D inputs).")
+        return 2 if ndim == 3 else 1
+    expected = (3, 4) if name == "dropout2d" else (4, 5)
+    if ndim not in expected:
+        warnings.warn(f"{name}: Received a {ndim}-D input to {name}, which is deprecated and will result in an error "
+                      "in a future release. To retain the behavior and silence this warning, please use dropout "
+                      "instead.", stacklevel=4)
+    if name == "dropout2d" and ndim == 3:
+        warnings.warn("dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D dropout behavior "
+                      "is desired - input is interpreted as shape (N, C, L), where C is the channel dim.", stacklevel=4)
+    return 2 if name == "dropout2d" or ndim == 5 else 1
+
+
+def functional_dropout(func, args, kwargs):
+    """``F.dropout``, ``F.dropout1d/2d/3d``, ``F.alpha_dropout``, ``F.feature_alpha_dropout``."""
+    name = func.__name__
+    x, p, training, inplace = _dropout_args(func, args, kwargs, name not in ("alpha_dropout", "feature_alpha_dropout"))
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    channels = _channels(name, len(x._gshape)) if name in ("dropout1d", "dropout2d", "dropout3d") else None
+    if name == "feature_alpha_dropout":
+        channels = 2
+    return dropout_mask(x, p, training, inplace, channels, alpha="alpha" in name)
+
+
+def aten_dropout(func, args, kwargs):
+    """``torch.dropout(input, p, train)`` and its feature / alpha / in-place forms."""
+    name = func.__name__
+    values = dict(zip(("input", "p", "train"), args), **kwargs)
+    if set(values) != {"input", "p", "train"}:
+        d.run_local(func, args, kwargs)  # torch's TypeError for the call
+    channels = 2 if "feature" in name else None
+    return dropout_mask(values["input"], values["p"], values["train"], name.endswith("_"), channels, alpha="alpha" in name)
+
+
+d.register([F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, F.feature_alpha_dropout],
+           functional_dropout)
+d.register([getattr(torch, kind + suffix) for kind in ("dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout")
+            for suffix in ("", "_")], aten_dropout)
 for _name in ACTIVATIONS:
     d.register(_funcs(_name), activation)
 d.register(_funcs("rrelu"), rrelu)
