@@ -10,6 +10,7 @@ torch.Size([50, 3])
 True
 """
 from . import debug, dispatch, layout, ops  # noqa: F401  (ops registers the rule families)
+from . import io  # noqa: E402
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
 from .ops.creation import (
@@ -22,7 +23,7 @@ from .tensor import DistTensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug",
+    "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug", "io",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like", "global_str", "print0", "print_ranks",
 ]
