@@ -25,7 +25,7 @@ from ..comm.base import values
 from ..ops.creation import _comm
 from ..tensor import DistTensor, make_leaf
 
-BLOCK_BYTES = 64 << 20  # one read or write: bounds the memory beyond a rank's share and paces the bar
+BLOCK_BYTES = 16 << 20  # one read or write: bounds the memory beyond a rank's share and paces the bar
 _TOKEN_TAG = 71
 _NO_NUMPY = {torch.bfloat16: "x.float()", torch.complex32: "x.cfloat()"}
 Selection = List[Union[range, int]]  # per dimension of a stored array: the indices read, or one index (dim dropped)

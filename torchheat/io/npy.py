@@ -58,7 +58,8 @@ def load_npy(path, split: Optional[int] = 0, dtype: Optional[torch.dtype] = None
     dtype, device, comm, progress
         As :func:`torchheat.io.load_hdf5`.
 
-    The file is never read whole by one rank: a rank maps it and copies its rows block by
+    The file is never read whole by one rank: along axis 0 a rank reads its byte range
+    straight into its chunk; along another axis it maps the file and copies its part block by
     block, releasing the mapped pages after each. Fortran-ordered and byte-swapped files load too.
 
     Examples
@@ -78,26 +79,46 @@ def load_npy(path, split: Optional[int] = 0, dtype: Optional[torch.dtype] = None
 
     def read():
         count = c.prod(shape)
+        # Whole rows of a C-ordered native file are one byte range: read straight into the result.
+        # Anything else (another split, Fortran order, byte-swapped) is copied from a mapping.
+        rows_in_place = not fortran and stored.isnative and len(shape) > 0 and split in (0, None)
+        row_bytes = c.prod(shape[1:]) * stored.itemsize
         with open(path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if count else None
-        array = None
-        try:
-            array = (np.frombuffer(mapped, stored, count, offset) if count else np.empty(0, stored))
-            array = array.reshape(shape, order="F" if fortran else "C")
-
-            def block(out, source, dest):
-                out[dest] = array[source]
-                if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-                    mapped.madvise(mmap.MADV_DONTNEED)  # the copied pages leave this rank's memory
-
-            return c.read_split(comm, c.select(shape, None, path), split, c.torch_dtype(stored, path), block, progress, "load_npy")
-        finally:
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if count and not rows_in_place else None
             array = None
-            if mapped is not None:
-                with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
-                    mapped.close()
+            try:
+                if mapped is not None:
+                    array = np.frombuffer(mapped, stored, count, offset).reshape(shape, order="F" if fortran else "C")
+                elif not count:
+                    array = np.empty(shape, stored)
+
+                def block(out, source, dest):
+                    if array is None:
+                        f.seek(offset + source[0].start * row_bytes)
+                        _read_exactly(f, out[dest], path)
+                        return
+                    out[dest] = array[source]
+                    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+                        mapped.madvise(mmap.MADV_DONTNEED)  # the copied pages leave this rank's memory
+
+                return c.read_split(comm, c.select(shape, None, path), split, c.torch_dtype(stored, path), block, progress, "load_npy")
+            finally:
+                array = None
+                if mapped is not None:
+                    with contextlib.suppress(BufferError):  # a view still alive: the mapping goes with it
+                        mapped.close()
 
     return c.finish_load(comm, *c.agreed(comm, read), dtype, device)
+
+
+def _read_exactly(f, out: np.ndarray, path: str) -> None:
+    """Fill the contiguous array ``out`` with the next bytes of the file ``f``."""
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    while view.nbytes:
+        n = f.readinto(view)
+        if not n:
+            raise ValueError(f"load_npy: {path!r} ended early (truncated while it was read?)")
+        view = view[n:]
 
 
 def header(dtype: np.dtype, shape) -> bytes:
