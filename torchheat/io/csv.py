@@ -138,8 +138,8 @@ def load_csv(path, sep: str = ",", header_lines: int = 0, dtype: torch.dtype = t
                 except ValueError as err:
                     raise ValueError(f"load_csv: rank {comm.rank} cannot parse its lines of {path!r} as {dtype} ({err})") from None
                 out[done:done + len(part)] = part
+                bar.update(cut - pos)
                 done, pos = done + len(part), cut
-                bar.update(len(part))
         return out
 
     local = torch.from_numpy(c.agreed(comm, parse))

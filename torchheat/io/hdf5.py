@@ -17,7 +17,6 @@ import os
 from typing import Optional
 
 import h5py
-import numpy as np
 import torch
 
 from ..comm import Communicator
