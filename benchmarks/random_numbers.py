@@ -1,6 +1,6 @@
 """Throughput of torchheat's random factories at 1 and 2 processes against plain torch, one thread each.
 
-    python benchmarks/random.py [--n 20000000] [--repeats 5] [--rounds 2] [--procs 1 2]
+    python benchmarks/random_numbers.py [--n 20000000] [--repeats 5] [--rounds 2] [--procs 1 2]
 
 Plain torch draws the global tensor in this process (``torch.rand(n)``, ...); then the script
 launches itself under ``mpiexec -n p`` for every p, and each worker draws a tensor of the
@@ -20,7 +20,6 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]  # this file would shadow the stdlib's random
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
