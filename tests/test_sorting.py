@@ -38,8 +38,7 @@ def check_indices(result, t, dim):
     torch.testing.assert_close(torch.take_along_dim(t, indices, dim), values, equal_nan=True)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape, dtype", [(s, torch.float64) for s in SHAPES] + [(s, t) for s in [(11,), (13, 2)] for t in DTYPES[1:]])
 def test_sort_like_torch(shape, dtype):
     t = data(shape, dtype)
     for dim in range(-len(shape), len(shape)):
@@ -190,3 +189,54 @@ def test_errors_on_every_rank():
     with pytest.raises(RuntimeError, match="non-empty"):
         torch.quantile(th.distribute(torch.ones(0, 2), 0), 0.5)
     assert_dist_close(torch.median(th.distribute(torch.ones(0, 2), 0)), torch.median(torch.ones(0, 2)))
+
+
+def test_unique_like_torch():
+    for shape in [(20,), (1,), (7, 3), (2, 5, 3)]:
+        t = torch.randint(0, 4, shape)
+        t.view(-1)[:5] = 2  # a run across chunks
+        for x in layouts(t):
+            assert_dist_close(torch.unique(x), torch.unique(t))
+            assert_dist_close(x.unique(return_inverse=True, return_counts=True), t.unique(return_inverse=True, return_counts=True))
+            assert_dist_close(torch.unique(x, sorted=False, return_counts=True), torch.unique(t, sorted=False, return_counts=True))
+            expected = torch.unique_consecutive(t, return_inverse=True, return_counts=True)
+            assert_dist_close(torch.unique_consecutive(x, return_inverse=True, return_counts=True), expected)
+            assert_dist_close(torch.unique_consecutive(x), torch.unique_consecutive(t))
+    f = torch.tensor([1.0, math.nan, -0.0, 0.0, 1.0, math.nan])
+    for x in layouts(f):
+        assert_dist_close(torch.unique(x, return_counts=True), torch.unique(f, return_counts=True))
+
+
+def test_histograms_like_torch():
+    t = torch.randn(17, 3, dtype=torch.float64)
+    edges = torch.tensor([-1.0, 0.0, 2.0], dtype=t.dtype)
+    for x in layouts(t):
+        assert_dist_close(torch.histc(x, 7), torch.histc(t, 7), split=None)
+        assert_dist_close(torch.histc(x, 5, -1, 1), torch.histc(t, 5, -1, 1))
+        assert_dist_close(torch.histc(x * 0 + 2, 4), torch.histc(t * 0 + 2, 4))  # one value: torch widens the range
+        assert_dist_close(torch.histogram(x, 6), torch.histogram(t, 6))
+        assert_dist_close(torch.histogram(x, 6, density=True), torch.histogram(t, 6, density=True))
+        assert_dist_close(torch.histogram(x, edges, weight=t.abs()), torch.histogram(t, edges, weight=t.abs()))
+    i, w = torch.randint(0, 9, (23,)), torch.rand(23, dtype=torch.float64)
+    for x in layouts(i):
+        assert_dist_close(torch.bincount(x), torch.bincount(i))
+        assert_dist_close(x.bincount(th.distribute(w, 0), minlength=12), i.bincount(w, minlength=12))
+    with pytest.raises(RuntimeError, match="non-negative"):
+        torch.bincount(th.distribute(torch.tensor([0, 1, 2, -1]), 0))
+
+
+def test_searches_like_torch():
+    seq = torch.sort(torch.randint(0, 10, (15,))).values.double()
+    values = torch.randint(-1, 12, (4, 5)).double()
+    for s in layouts(seq):
+        for v in list(layouts(values)) + [values]:
+            for right in (False, True):
+                assert_dist_close(torch.searchsorted(s, v, right=right), torch.searchsorted(seq, values, right=right))
+                assert_dist_close(torch.bucketize(v, s, right=right), torch.bucketize(values, seq, right=right))
+            assert_dist_close(torch.searchsorted(s, v, side="right", out_int32=True), torch.searchsorted(seq, values, side="right", out_int32=True))
+            assert_dist_close(torch.isin(v, s), torch.isin(values, seq))
+            assert_dist_close(torch.isin(v, s, invert=True), torch.isin(values, seq, invert=True))
+    rows = torch.sort(torch.randn(4, 6), 1).values  # a batch of sequences
+    queries = torch.randn(4, 3)
+    for v in layouts(queries):
+        assert_dist_close(torch.searchsorted(rows, v), torch.searchsorted(rows, queries))

@@ -44,7 +44,7 @@ from .. import dispatch as d, layout
 from ..comm import functional as cf
 from ..tensor import DistTensor, relayout, wrap
 from .pointwise import write_out
-from .reductions import agree_on_errors, bind, gather_parts, torch_error
+from .reductions import agree_on_errors, bind, extreme_identity, gather_parts, torch_error
 
 _SAMPLES = 4  # regular samples per rank and splitter: a better balance costs only a small allgather
 
@@ -322,13 +322,18 @@ def candidates(x: DistTensor, dim: int, k: int, largest: bool):
     return cf.all_gather(values, comm, counts, dim), cf.all_gather(indices, comm, counts, dim)
 
 
+def call_args(signature, func, args, kwargs):
+    """The arguments of a call bound by ``signature``; torch's error for a call it rejects."""
+    try:
+        return signature(*args, **kwargs)
+    except TypeError:
+        d.raise_global_error(func, args, kwargs)
+
+
 def bind_k(signature, func, args, kwargs):
     """The arguments of a call with a ``k`` (topk, kthvalue): torch's checks on an empty chunk's
     stand-in would see a shorter axis, so the checks are made here, on the global shape."""
-    try:
-        bound = signature(*args, **kwargs)
-    except TypeError:
-        d.raise_global_error(func, args, kwargs)
+    bound = call_args(signature, func, args, kwargs)
     x = bound[0]
     if x.dtype.is_complex or x.dtype == torch.bool:
         torch_error(func, x, args, kwargs)
@@ -541,3 +546,317 @@ d.register(d.aliases("kthvalue"), kthvalue)
 d.register(d.aliases("median") + d.aliases("nanmedian"), median)
 d.register(d.aliases("quantile") + d.aliases("nanquantile"), quantile)
 d.register(d.aliases("mode"), mode)
+
+
+# -- counting: histograms, bincount ----------------------------------------------------------------
+def _global_range(x: DistTensor):
+    """The global ``(min, max)`` of a split tensor as Python numbers (one allgather)."""
+    if x.numel():
+        low, high = torch.aminmax(x.detach())
+    else:
+        low, high = (torch.tensor(extreme_identity(x.dtype, largest), dtype=x.dtype) for largest in (False, True))
+    lows, highs = gather_parts([low.reshape(1), high.reshape(1)], x._comm)
+    return lows.amin().item(), highs.amax().item()
+
+
+def _aligned(w, x: DistTensor):
+    """``w`` (a weight of ``x``'s shape) in ``x``'s layout: a DistTensor moved, a plain one sliced."""
+    if w is None or x._split is None:
+        return w.local if isinstance(w, DistTensor) else w
+    if isinstance(w, DistTensor) and w._split is not None:
+        return d.to_layout(w, x._split, x._counts)
+    w = w.local if isinstance(w, DistTensor) else w
+    return w.narrow(x._split, x.offset, x.shape[x._split])
+
+
+def _split_input(args, kwargs, name="input"):
+    x = args[0] if args else kwargs.get(name)
+    return x if isinstance(x, DistTensor) and x._split is not None and x._comm.size > 1 else None
+
+
+def agreed(comm, compute):
+    """``compute()``, or the error that any rank's raised, raised on every rank (torch skips
+    its checks on an empty chunk)."""
+    try:
+        result, error = compute(), None
+    except Exception as e:
+        result, error = None, e
+    d.agree(comm, error)
+    return result
+
+
+def _histc_sig(input, bins=100, min=0, max=0, *, out=None):
+    return input, bins, min, max
+
+
+def histc(func, args, kwargs):
+    """``histc``: the global range when ``min == max``, local counts, one allreduce."""
+    x, bins, low, high = call_args(_histc_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None:
+        return _replicated(func, args, kwargs, x)
+    if low == high and x._gshape.numel():
+        low, high = _global_range(x)
+        if low == high:
+            low, high = low - 1, high + 1
+    local = agreed(x._comm, lambda: torch.histc(x, bins, low, high))
+    return _finish(wrap(x._comm.allreduce(local, "sum"), None, x._comm, local.shape), func, args, kwargs)
+
+
+def _replicated(func, args, kwargs, x):
+    """The op on every rank's whole operands (``x`` is replicated, or one rank holds it all;
+    another operand that is split is brought whole, as ``x`` is)."""
+    def whole(t):
+        return t.full() if isinstance(t, DistTensor) and t._split is not None and t is not x else t
+
+    args, call = pytree.tree_map(whole, (args, {k: v for k, v in kwargs.items() if k != "out"}))
+    local = func(*args, **call)
+    return _finish(d.wrap_replicated(local, x._comm), func, args, kwargs)
+
+
+def _histogram_sig(input, bins=100, *, range=None, weight=None, density=False, out=None):
+    return input, bins, range, weight, density
+
+
+def histogram(func, args, kwargs):
+    """``histogram``: the global range for a number of bins, local counts, one allreduce;
+    ``density`` normalized after the sum."""
+    x, bins, range_, weight, density = call_args(_histogram_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None:
+        return _replicated(func, args, kwargs, x)
+    if isinstance(bins, DistTensor):
+        bins = bins.full()
+    if not isinstance(bins, torch.Tensor) and range_ is None and x._gshape.numel():
+        range_ = _global_range(x)
+    call = {"range": range_} if range_ is not None and not isinstance(bins, torch.Tensor) else {}
+    weight = _aligned(weight, x)
+    local = agreed(x._comm, lambda: torch.histogram(x, bins, weight=weight, **call))
+    hist = x._comm.allreduce(local.hist, "sum")
+    if density:
+        hist = hist / (hist.sum() * local.bin_edges.diff())
+    result = torch.return_types.histogram(d.wrap_replicated((hist, local.bin_edges), x._comm))
+    return _finish(result, func, args, kwargs)
+
+
+def _bincount_sig(input, weights=None, minlength=0):
+    return input, weights, minlength
+
+
+def bincount(func, args, kwargs):
+    """``bincount``: the global length (max + 1), local counts, one allreduce."""
+    x, weights, minlength = call_args(_bincount_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None or x.dim() != 1 or x.dtype.is_floating_point or x.dtype == torch.bool:
+        return _replicated(func, args, kwargs, x)
+    low, high = _global_range(x) if x._gshape.numel() else (0, -1)
+    if low < 0:
+        raise RuntimeError("bincount only supports 1-d non-negative integral inputs.")
+    weights = _aligned(weights, x)
+    local = agreed(x._comm, lambda: torch.bincount(x, weights, minlength=max(minlength, high + 1)))
+    if weights is not None:  # (torch counts an empty input in int64 whatever the weights)
+        local = local.to(torch.bincount(x.new_zeros(1), weights.new_zeros(1)).dtype)
+    return wrap(x._comm.allreduce(local, "sum"), None, x._comm, local.shape)
+
+
+# -- searching: searchsorted, bucketize, isin --------------------------------------------------------
+def _ask(queries: torch.Tensor, dest: torch.Tensor, comm, answer):
+    """Send every query (a row) to rank ``dest[e]``, which answers the rows it gets with
+    ``answer(rows)`` (one result row per query); returns the answers in query order. Two
+    all-to-alls (request and reply)."""
+    order = torch.sort(dest, stable=True).indices
+    (asked,), matrix = _route([queries[order]], torch.bincount(dest, minlength=comm.size).tolist(), comm)
+    (replies,), _ = _route([answer(asked)], matrix[:, comm.rank].tolist(), comm)
+    out = torch.empty_like(replies)
+    out[order] = replies
+    return out
+
+
+def _chunk_ends(chunk: torch.Tensor, counts, comm):
+    """The last element of every rank's chunk of a sorted 1-D split tensor (one allgather),
+    and the ranks that hold data."""
+    last = chunk[-1:] if chunk.numel() else chunk.new_zeros(1)
+    return gather_parts([last.detach()], comm)[0].reshape(-1), [r for r in range(comm.size) if counts[r]]
+
+
+def _owner(v: torch.Tensor, lasts, holders, right: bool) -> torch.Tensor:
+    """For queries ``v``: the first rank holding data whose last element is >= v (> v with
+    ``right``), or the last holder: the only rank that can answer a search for v."""
+    ends = lasts[holders]
+    below = torch.searchsorted(ends.contiguous(), v.reshape(-1).contiguous(), right=right)
+    return torch.tensor(holders, device=v.device)[below.clamp(max=len(holders) - 1)]
+
+
+def _searchsorted_sig(sorted_sequence, input, *, out_int32=False, right=False, side=None, sorter=None, out=None):
+    return sorted_sequence, input, out_int32, right, side, sorter
+
+
+def _bucketize_sig(input, boundaries, *, out_int32=False, right=False, out=None):
+    return boundaries, input, out_int32, right, None, None
+
+
+def searchsorted(func, args, kwargs):
+    """``searchsorted``/``bucketize``. Split values, replicated sequence: local. A split 1-D
+    sequence: each query goes to the one rank whose chunk can hold its position, which
+    adds its chunk's offset (request and reply; replicated queries: local counts summed by
+    one allreduce instead)."""
+    bucket = func in _BUCKETIZE
+    try:
+        seq, v, out_int32, right, side, sorter = (_bucketize_sig if bucket else _searchsorted_sig)(*args, **kwargs)
+    except TypeError:
+        d.raise_global_error(func, args, kwargs)
+    right = right or side == "right"
+    dtype = torch.int32 if out_int32 else torch.int64
+    seq_split = isinstance(seq, DistTensor) and seq._split is not None and seq._comm.size > 1
+    v_split = isinstance(v, DistTensor) and v._split is not None and v._comm.size > 1
+    if sorter is not None or (seq_split and seq._gshape.__len__() != 1):
+        return d.no_rule(func, args, kwargs)
+    comm = (seq if isinstance(seq, DistTensor) else v)._comm
+    plain_v = v.local if isinstance(v, DistTensor) else v
+    if not seq_split:
+        seq = seq.full() if isinstance(seq, DistTensor) else seq
+        if v_split and seq.dim() > 1 and v._split < v.dim() - 1:
+            seq = seq.narrow(v._split, v.offset, v.shape[v._split])
+        local = torch.searchsorted(seq, plain_v, right=right, out_int32=out_int32)
+        if isinstance(v, DistTensor):
+            result = wrap(local, v._split, comm, v._gshape, v._counts)
+        else:
+            result = wrap(local, None, comm, local.shape)
+        return _finish(result, func, args, kwargs)
+    chunk, start = seq.local, seq.offset
+    if not v_split:
+        local = torch.searchsorted(chunk, plain_v, right=right) if chunk.numel() else torch.zeros_like(plain_v, dtype=torch.int64)
+        total = comm.allreduce(local, "sum").to(dtype)
+        return _finish(wrap(total, None, comm, total.shape), func, args, kwargs)
+    lasts, holders = _chunk_ends(chunk, seq._counts, comm)
+    flat = plain_v.reshape(-1)
+    if not holders:
+        found = torch.zeros_like(flat, dtype=torch.int64)
+    else:
+        found = _ask(flat, _owner(flat, lasts, holders, right), comm,
+                     lambda q: torch.searchsorted(chunk, q, right=right) + start)
+    result = wrap(found.to(dtype).reshape(plain_v.shape), v._split, comm, v._gshape, v._counts)
+    return _finish(result, func, args, kwargs)
+
+
+def _isin_sig(elements, test_elements, *, assume_unique=False, invert=False):
+    return elements, test_elements, assume_unique, invert
+
+
+def isin(func, args, kwargs):
+    """``isin``. Replicated test elements: local. Split test elements: sorted (the sample
+    sort), then every element asks the one rank whose sorted chunk could hold it (request
+    and reply; replicated elements: local answers combined by one allreduce)."""
+    try:
+        elements, test, assume_unique, invert = _isin_sig(*args, **kwargs)
+    except TypeError:
+        d.raise_global_error(func, args, kwargs)
+    test_split = isinstance(test, DistTensor) and test._split is not None and test._comm.size > 1
+    e_dist = isinstance(elements, DistTensor)
+    comm = (elements if e_dist else test)._comm
+    plain = elements.local if e_dist else torch.as_tensor(elements)
+    if not test_split:
+        test = test.full() if isinstance(test, DistTensor) else test
+        local = torch.isin(plain, test, invert=invert)
+        if e_dist:
+            return wrap(local, elements._split, comm, elements._gshape, elements._counts)
+        return wrap(local, None, comm, local.shape)
+    n = [c * (test._gshape.numel() // max(test._gshape[test._split], 1)) for c in test._counts]
+    chunk = sample_sort(test.local.reshape(-1, 1).detach(), comm, n, False)[0].reshape(-1)
+    counts = layout.balanced_counts(sum(n), comm.size)
+    flat = plain.reshape(-1)
+    if e_dist and elements._split is not None:
+        lasts, holders = _chunk_ends(chunk, counts, comm)
+        if not holders:
+            found = torch.zeros_like(flat, dtype=torch.bool)
+        else:
+            found = _ask(flat, _owner(flat, lasts, holders, False), comm, lambda q: torch.isin(q, chunk))
+        local = (found ^ invert).reshape(plain.shape)
+        return wrap(local, elements._split, comm, elements._gshape, elements._counts)
+    found = comm.allreduce(torch.isin(flat, chunk), "lor")
+    local = (found ^ invert).reshape(plain.shape)
+    return wrap(local, None, comm, local.shape)
+
+
+# -- unique values: runs of the sorted (or given) sequence ------------------------------------------
+def runs(values: torch.Tensor, counts, comm):
+    """Runs of equal values in a 1-D sequence split with ``counts`` (``values`` is this rank's
+    part). Returns the first value of each run that starts here, every element's global run
+    id, the global length of each run that starts here, and the number of runs that start on
+    every rank. NaN is never equal to NaN, as in torch. Two small allgathers: a run may cross chunks (it belongs to the rank where
+    it starts)."""
+    p, rank, c = comm.size, comm.rank, values.numel()
+    holders = [r for r in range(p) if counts[r]]
+    new = torch.ones(c, dtype=torch.bool, device=values.device)
+    new[1:] = values[1:] != values[:-1]  # NaN never equals NaN: each is a value of its own, as in torch
+    lasts = gather_parts([values[-1:] if c else values.new_zeros(1)], comm)[0].reshape(-1)
+    before = [r for r in holders if r < rank]
+    if c and before:
+        new[0] = values[0] != lasts[before[-1]]
+    starts = new.nonzero().reshape(-1)
+    lead = starts[0] if len(starts) else torch.tensor(c)
+    numbers, leads = gather_parts([torch.tensor([len(starts)]), lead.reshape(1)], comm)
+    numbers, leads = numbers.reshape(-1).tolist(), leads.reshape(-1).tolist()
+    ids = sum(numbers[:rank]) + new.long().cumsum(0) - 1
+    lengths = torch.diff(starts, append=torch.tensor([c], device=starts.device))
+    if len(starts):
+        for r in holders:  # the last run goes on over the leading elements of the next ranks
+            if r > rank:
+                lengths[-1] += leads[r]
+                if numbers[r]:
+                    break
+    return values[new], ids, lengths, numbers
+
+
+def _unique_sig(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    return input, return_inverse, return_counts, dim
+
+
+def _consecutive_sig(input, return_inverse=False, return_counts=False, dim=None):
+    return input, return_inverse, return_counts, dim
+
+
+def unique(func, args, kwargs):
+    """``unique`` (sorted, as torch on CPU; ``dim=None``): the sample sort of all elements,
+    then its runs (:func:`runs`); ``return_inverse`` sends every element's run id back to
+    where the element came from (one all-to-all). ``unique_consecutive``: the runs of the
+    row-major sequence (split along axis 0 first when split along another axis). Results
+    are split with the counts of the unique values each rank holds. ``dim=int`` has no rule."""
+    consecutive = func in _CONSECUTIVE
+    x, inverse, with_counts, dim = call_args(_consecutive_sig if consecutive else _unique_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None:
+        return _replicated(func, args, kwargs, x)
+    if dim is not None or x.dtype.is_complex:
+        return d.no_rule(func, args, kwargs)
+    comm = x._comm
+    if consecutive and x._split != 0:
+        x = relayout(x, 0, layout.balanced_counts(x._gshape[0], comm.size))
+    per_row = x._gshape.numel() // max(x._gshape[x._split], 1)
+    n = tuple(c * per_row for c in x._counts)
+    if consecutive:
+        values, rows = x.detach().reshape(-1), None
+    else:
+        values, rows = sample_sort(x.detach().reshape(-1, 1), comm, n, False)
+        values, rows = values.reshape(-1), rows.reshape(-1)
+    found, ids, lengths, numbers = runs(values, layout.balanced_counts(sum(n), comm.size) if rows is not None else n, comm)
+    total = (sum(numbers),)
+    result = [wrap(found, 0, comm, torch.Size(total), tuple(numbers))]
+    if inverse:
+        if rows is not None:  # back to where each element came from
+            ends = torch.tensor(layout.offsets(n)[1:] + (sum(n),))
+            dest = torch.searchsorted(ends, rows, right=True)
+            place = rows - torch.tensor(layout.offsets(n))[dest]
+            got, where = _route_to([ids, place], dest, comm)
+            ids = torch.empty_like(got)
+            ids[where] = got
+        result.append(wrap(ids.reshape(x.shape), x._split, comm, x._gshape, x._counts))
+    if with_counts:
+        result.append(wrap(lengths, 0, comm, torch.Size(total), tuple(numbers)))
+    return result[0] if len(result) == 1 else tuple(result)
+
+
+_CONSECUTIVE = set(d.aliases("unique_consecutive"))
+d.register(d.aliases("unique") + d.aliases("unique_consecutive"), unique)
+_BUCKETIZE = set(d.aliases("bucketize"))
+d.register(d.aliases("histc"), histc)
+d.register(d.aliases("histogram"), histogram)
+d.register(d.aliases("bincount"), bincount)
+d.register(d.aliases("searchsorted") + d.aliases("bucketize"), searchsorted)
+d.register(d.aliases("isin"), isin)
