@@ -161,10 +161,8 @@ GRADIENTS = {
 }
 
 
-@pytest.mark.parametrize("name", GRADIENTS)
-def test_gradients_like_torch(name):
-    t = torch.randn(9, 3, dtype=torch.float64) * 3
-    f = GRADIENTS[name]
+def check_gradient(f, t):
+    """The gradient of ``f`` on every layout of ``t`` (float64) equals torch's on the global tensor."""
     tt = t.clone().requires_grad_()
     expected = f(tt)
     cotangent = torch.randn(expected.shape, dtype=expected.dtype)
@@ -172,6 +170,11 @@ def test_gradients_like_torch(name):
     for x in layouts(t, requires_grad=True):
         (f(x) * cotangent).sum().backward()
         assert_dist_close(x.grad, tt.grad, split=x.split_dim)
+
+
+@pytest.mark.parametrize("name", GRADIENTS)
+def test_gradients_like_torch(name):
+    check_gradient(GRADIENTS[name], torch.randn(9, 3, dtype=torch.float64) * 3)
 
 
 def test_errors_on_every_rank():
@@ -240,3 +243,26 @@ def test_searches_like_torch():
     queries = torch.randn(4, 3)
     for v in layouts(queries):
         assert_dist_close(torch.searchsorted(rows, v), torch.searchsorted(rows, queries))
+
+
+@pytest.mark.parametrize("f", [torch.cov, lambda a: a.cov(correction=0), torch.corrcoef])
+def test_covariance_like_torch(f):
+    for t in (torch.randn(3, 8, dtype=torch.float64), torch.randn(7, dtype=torch.float64), torch.randint(0, 5, (2, 6))):
+        for x in layouts(t):
+            assert_dist_close(f(x), f(t), split=None)
+    check_gradient(f, torch.randn(3, 8, dtype=torch.float64))
+
+
+def test_weighted_covariance_and_sorter():
+    t = torch.randn(3, 8, dtype=torch.float64)
+    fw, aw = torch.randint(1, 4, (8,)), torch.rand(8, dtype=torch.float64)
+    for x in layouts(t):
+        for kw in ({"fweights": fw}, {"aweights": aw}, {"fweights": fw, "aweights": aw, "correction": 0}):
+            assert_dist_close(torch.cov(x, **kw), torch.cov(t, **kw))
+        assert_dist_close(torch.cov(x, fweights=th.distribute(fw, 0), aweights=th.distribute(aw, 0)), torch.cov(t, fweights=fw, aweights=aw))
+    seq = torch.randint(0, 10, (15,)).double()
+    sorter = torch.argsort(seq)
+    values = torch.randint(-1, 12, (7,)).double()
+    for s in layouts(seq):
+        for v in layouts(values):
+            assert_dist_close(torch.searchsorted(s, v, sorter=sorter), torch.searchsorted(seq, values, sorter=sorter))

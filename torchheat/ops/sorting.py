@@ -36,6 +36,7 @@ Examples
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from torch.utils import _pytree as pytree
@@ -113,6 +114,9 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     n, width = local.shape
     total = sum(counts)
     start = layout.offsets(tuple(counts))[rank]
+    if not total * width:  # nothing to sort
+        shape = (layout.balanced_counts(total, p)[rank], width)
+        return local.new_empty(shape), torch.empty(shape, dtype=torch.int64, device=local.device)
     values, rows = torch.sort(local, dim=0, stable=True, descending=descending)
     rows = rows + start
     if width > 1:
@@ -608,9 +612,10 @@ def _replicated(func, args, kwargs, x):
     def whole(t):
         return t.full() if isinstance(t, DistTensor) and t._split is not None and t is not x else t
 
+    comm = d.common_comm(t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, DistTensor))
     args, call = pytree.tree_map(whole, (args, {k: v for k, v in kwargs.items() if k != "out"}))
     local = func(*args, **call)
-    return _finish(d.wrap_replicated(local, x._comm), func, args, kwargs)
+    return _finish(d.wrap_replicated(local, comm), func, args, kwargs)
 
 
 def _histogram_sig(input, bins=100, *, range=None, weight=None, density=False, out=None):
@@ -706,21 +711,27 @@ def searchsorted(func, args, kwargs):
     dtype = torch.int32 if out_int32 else torch.int64
     seq_split = isinstance(seq, DistTensor) and seq._split is not None and seq._comm.size > 1
     v_split = isinstance(v, DistTensor) and v._split is not None and v._comm.size > 1
-    if sorter is not None or (seq_split and seq._gshape.__len__() != 1):
+    if seq_split and len(seq._gshape) != 1:
         return d.no_rule(func, args, kwargs)
     comm = (seq if isinstance(seq, DistTensor) else v)._comm
     plain_v = v.local if isinstance(v, DistTensor) else v
     if not seq_split:
         seq = seq.full() if isinstance(seq, DistTensor) else seq
+        sorter = sorter.full() if isinstance(sorter, DistTensor) else sorter
         if v_split and seq.dim() > 1 and v._split < v.dim() - 1:
             seq = seq.narrow(v._split, v.offset, v.shape[v._split])
-        local = torch.searchsorted(seq, plain_v, right=right, out_int32=out_int32)
+            sorter = None if sorter is None else sorter.narrow(v._split, v.offset, v.shape[v._split])
+        local = torch.searchsorted(seq, plain_v, right=right, out_int32=out_int32, sorter=sorter)
         if isinstance(v, DistTensor):
             result = wrap(local, v._split, comm, v._gshape, v._counts)
         else:
             result = wrap(local, None, comm, local.shape)
         return _finish(result, func, args, kwargs)
     chunk, start = seq.local, seq.offset
+    if sorter is not None:  # seq[sorter] is seq sorted: the positions depend only on the sorted values
+        chunk = sample_sort(chunk.reshape(-1, 1), comm, seq._counts, False)[0].reshape(-1)
+        seq = wrap(chunk, 0, comm, seq._gshape, layout.balanced_counts(seq._gshape[0], comm.size))
+        start = seq.offset
     if not v_split:
         local = torch.searchsorted(chunk, plain_v, right=right) if chunk.numel() else torch.zeros_like(plain_v, dtype=torch.int64)
         total = comm.allreduce(local, "sum").to(dtype)
@@ -854,6 +865,81 @@ def unique(func, args, kwargs):
 
 _CONSECUTIVE = set(d.aliases("unique_consecutive"))
 d.register(d.aliases("unique") + d.aliases("unique_consecutive"), unique)
+# -- covariance: a local product and one allreduce along the observations -----------------------------
+def _cov_sig(input, *, correction=1, fweights=None, aweights=None):
+    return input, correction, fweights, aweights
+
+
+def _observations(w, x: DistTensor):
+    """A weight per observation in ``x``'s layout along its observations (split along them)."""
+    if w is None:
+        return None
+    if isinstance(w, DistTensor) and w._split is not None:
+        return d.to_layout(w, 0, x._counts).local
+    return d.replicated_operand(w, x._comm, 0, x.offset, x.shape[x._split])
+
+
+def covariance(x: DistTensor, correction, fweights=None, aweights=None) -> torch.Tensor:
+    """The replicated covariance matrix of ``x`` (variables by observations, or one variable),
+    split along the observations first if needed (one all-to-all), with torch's formula:
+    global (weighted) means and weight sums (one allreduce), then the product of the centred
+    chunk with itself summed over ranks (one allreduce). Differentiable."""
+    comm, axis = x._comm, x.dim() - 1
+    if x._split != axis:
+        x = relayout(x, axis, layout.balanced_counts(x._gshape[axis], comm.size))
+    local = x.local.reshape(1 if axis == 0 else x._gshape[0], x.shape[axis])
+    if not (local.is_floating_point() or local.is_complex()):
+        local = local.to(torch.get_default_dtype())
+    fweights, aweights = _observations(fweights, x), _observations(aweights, x)
+    w = fweights if aweights is None else aweights if fweights is None else fweights * aweights
+    n = x._gshape[axis]
+    if w is None:
+        mean = cf.all_reduce(local.sum(1, keepdim=True), comm) / n
+        dof = n - correction
+    else:
+        parts = [(local * w).sum(1), w.sum().reshape(1).to(local.dtype)]
+        if aweights is not None:
+            parts.append((w * aweights).sum().reshape(1).to(local.dtype))
+        sums = cf.all_reduce(torch.cat(parts), comm)
+        w_sum = sums[local.shape[0]]
+        mean = (sums[:local.shape[0]] / w_sum).unsqueeze(1)
+        if correction == 0:
+            dof = w_sum
+        elif aweights is None:
+            dof = w_sum - correction
+        else:
+            dof = w_sum - correction * sums[-1] / w_sum
+    centred = local - cf.enter_replicated(mean, comm)
+    if (dof <= 0).item() if isinstance(dof, torch.Tensor) else dof <= 0:
+        warnings.warn("cov(): degrees of freedom is <= 0. Correction should be strictly less than the number of "
+                      "observations.", stacklevel=4)
+        dof = dof * 0 if isinstance(dof, torch.Tensor) else 0
+    right = centred if w is None else centred * w
+    return (cf.all_reduce(centred @ right.t().conj(), comm) / dof).squeeze()
+
+
+def cov(func, args, kwargs):
+    """``cov`` and ``corrcoef`` without weights (as torch computes them from the covariance)."""
+    x, correction, fweights, aweights = call_args(_cov_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None:
+        return _replicated(func, args, kwargs, x)
+    if x.dim() > 2:
+        return d.no_rule(func, args, kwargs)
+    c = covariance(x, correction, fweights, aweights) if func in _COV else covariance(x, 1)
+    if func in _COV:
+        return wrap(c, None, x._comm, c.shape)
+    if c.dim() == 0:
+        c = c / c
+    else:
+        diagonal = c.diagonal()
+        stddev = torch.sqrt(diagonal.real if diagonal.is_complex() else diagonal)
+        c = c / stddev.reshape(-1, 1) / stddev.reshape(1, -1)
+    c = torch.complex(c.real.clip(-1, 1), c.imag.clip(-1, 1)) if c.is_complex() else c.clip(-1, 1)
+    return wrap(c, None, x._comm, c.shape)
+
+
+_COV = set(d.aliases("cov"))
+d.register(d.aliases("cov") + d.aliases("corrcoef"), cov)
 _BUCKETIZE = set(d.aliases("bucketize"))
 d.register(d.aliases("histc"), histc)
 d.register(d.aliases("histogram"), histogram)
