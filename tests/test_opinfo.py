@@ -30,6 +30,9 @@ NAMED = {
     "softmax": {"softmax", "log_softmax", "nn.functional.softmin"},
     "linalg": {"matmul", "mm", "bmm", "mv", "dot", "vdot", "inner", "outer", "addmm", "addmv", "addr", "baddbmm", "addbmm",
                "chain_matmul", "linalg.multi_dot", "linalg.vecdot", "linalg.matmul", "__rmatmul__"},
+    "sorting": {"sort", "argsort", "msort", "topk", "kthvalue", "median", "nanmedian", "quantile", "nanquantile", "mode",
+                "unique", "unique_consecutive", "searchsorted", "bucketize", "histc", "histogram", "bincount", "isin",
+                "cov", "corrcoef"},
 }
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.
