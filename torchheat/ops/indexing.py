@@ -683,6 +683,8 @@ def index_select(func, args, kwargs):
     x, dim, index = _bind(("input", "dim", "index"), args, kwargs)
     _check_on_meta(torch.index_select, (x, dim, index), {})
     comm = _comm_of(x, index)
+    if not len(d.shape_of(x)):  # (a 0-d x is never split)
+        return replicated_call(func, args, kwargs)
     dim = layout.normalize_axis(dim, len(d.shape_of(x)))
     n = d.shape_of(x)[dim] if len(d.shape_of(x)) else 1
     small = torch.zeros([min(m, 1) if k != dim else m for k, m in enumerate(d.shape_of(x))], dtype=x.dtype)
@@ -890,7 +892,7 @@ def replicated_call(func, args, kwargs):
     def one(a):
         return d.to_layout(a, None, None).local if isinstance(a, DistTensor) and a is not args[0] else a
     out = d.run_local(func, tuple(map(one, args)), {k: one(v) for k, v in kwargs.items()})
-    return out if out is args[0] else d.wrap_replicated(out, args[0]._comm)
+    return out if out is args[0] else d.wrap_replicated(out, _comm_of(*args, *kwargs.values()))
 
 
 def _clone_unless_inplace(func, x):
@@ -912,9 +914,9 @@ def scatter(func, args, kwargs):
         reduce, include_self = ("sum" if name == "scatter_add" else _REDUCE.get(kwargs.get("reduce"))), True
         if len(args) > 4:
             reduce = _REDUCE.get(args[4], reduce)
-    if kwargs.get("out") is not None or not isinstance(x, DistTensor):
+    if kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
-    if x._split is None:
+    if not isinstance(x, DistTensor) or x._split is None:
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = _comm_of(x, index, src)
@@ -937,9 +939,9 @@ def index_update(func, args, kwargs):
              "index_reduce": ("input", "dim", "index", "source", "reduce", "include_self")}[name]
     bound = _bind(names, args, kwargs)
     x, dim, index, source = bound[:4]
-    if kwargs.get("out") is not None or not isinstance(x, DistTensor):
+    if kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
-    if x._split is None:
+    if not isinstance(x, DistTensor) or x._split is None:
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = _comm_of(x, index, source)
@@ -984,9 +986,7 @@ def index_update(func, args, kwargs):
 def put(func, args, kwargs):
     """``put(x, index, source, accumulate)``: flat global indices, as ``take``."""
     x, index, source, accumulate = _bind(("input", "index", "source", "accumulate"), args, kwargs)
-    if not isinstance(x, DistTensor):
-        return d.no_rule(func, args, kwargs)
-    if x._split is None:
+    if not isinstance(x, DistTensor) or x._split is None:
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = _comm_of(x, index, source)
@@ -1051,9 +1051,7 @@ def masked_scatter(func, args, kwargs):
     """``masked_scatter(x, mask, source)``: the masked elements, in row-major order, take
     source's first elements."""
     x, mask, source = _bind(("input", "mask", "source"), args, kwargs)
-    if not isinstance(x, DistTensor):
-        return d.no_rule(func, args, kwargs)
-    if x._split is None:
+    if not isinstance(x, DistTensor) or x._split is None:
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = x._comm
