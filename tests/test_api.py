@@ -182,7 +182,9 @@ def test_views_and_writes_never_fall_back_to_a_copy(comm, name, write):
     if raised is None:
         assert torch.equal(x.full(), expected), f"{name}: the write did not reach the input"
     else:
-        assert "view of, or writes into" in raised and not [e for e in log if e.collective == "allgather"]
+        # refused as having no rule, or as a write into a copy standing in for a view (x[0] of a split axis)
+        assert ("view of, or writes into" in raised or "writes into a copy" in raised) \
+            and not [e for e in log if e.collective == "allgather"]
         assert torch.equal(x.full(), t)
 
 
