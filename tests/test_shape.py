@@ -83,3 +83,183 @@ def torch_error(call):
         call()
     except Exception as err:  # noqa: BLE001
         return str(err)
+
+
+def check_op(f, t, *, no_comm=False, grad=True):
+    """``f`` on every layout of ``t`` gives torch's values and (float64) gradients."""
+    expected = f(t)
+    gen = torch.Generator().manual_seed(1)
+    weight = torch.randn(expected.shape, generator=gen, dtype=torch.float64)
+    ref = t.clone().requires_grad_()
+    if grad:
+        (f(ref) * weight).sum().backward()
+    for x in layouts(t, requires_grad=grad):
+        with th.debug.comm_log() as log:
+            got = f(x)
+        assert_dist_close(got, expected)
+        if no_comm:
+            assert log == [], f"communicated: {log}"
+        if grad:
+            (got * weight).sum().backward()
+            assert_dist_close(x.grad, ref.grad, split=x.split_dim)
+
+
+VIEWS = {
+    "transpose(0, 2)": lambda a: a.transpose(0, 2),
+    "swapaxes(-1, 1)": lambda a: torch.swapaxes(a, -1, 1),
+    "swapdims": lambda a: a.swapdims(0, 1),
+    "permute(2, 0, 1)": lambda a: a.permute(2, 0, 1),
+    "movedim": lambda a: torch.movedim(a, (0, 1), (2, 0)),
+    "moveaxis": lambda a: a.moveaxis(-1, 0),
+    "mT": lambda a: a.mT,
+    "mH": lambda a: a.mH,
+    "adjoint": lambda a: a.adjoint(),
+    "squeeze()": lambda a: a.squeeze(),
+    "chunk rows: squeeze()": lambda a: a.squeeze(),
+    "squeeze(1)": lambda a: torch.squeeze(a, 1),
+    "squeeze((0, 1))": lambda a: a.squeeze((0, 1)),
+    "unsqueeze(1)": lambda a: a.unsqueeze(1),
+    "unsqueeze(-1)": lambda a: torch.unsqueeze(a, -1),
+    "narrow(0, 1, 3)": lambda a: a.narrow(0, 1, 3),
+    "narrow(-1, 2, 2)": lambda a: torch.narrow(a, -1, 2, 2),
+    "narrow(0, -2, 2)": lambda a: a.narrow(0, -2, 2),
+    "narrow_copy": lambda a: a.narrow_copy(2, 1, 3),
+    "select(0, 2)": lambda a: a.select(0, 2),
+    "select(2, -1)": lambda a: torch.select(a, 2, -1),
+}
+
+
+@pytest.mark.parametrize("name", VIEWS)
+def test_views(name):
+    t = torch.randn((1, 1, 3) if name.startswith("squeeze") else (5, 1, 4), dtype=torch.float64)
+    f = VIEWS[name]
+    try:
+        f(t)
+    except Exception as err:  # torch's own error, on the global shape
+        for x in layouts(t):
+            with pytest.raises(type(err), match=re.escape(str(err))):
+                f(x)
+        return
+    check_op(f, t, no_comm="select" not in name and "squeeze" not in name)
+
+
+def test_t_and_T_on_matrices():
+    check_op(lambda a: a.t(), torch.randn(5, 3, dtype=torch.float64), no_comm=True)
+    check_op(lambda a: a.T, torch.randn(4, 2, dtype=torch.float64), no_comm=True)
+    check_op(lambda a: torch.t(a), torch.randn(4, dtype=torch.float64), no_comm=True)
+
+
+def test_writes_through_views_reach_the_input():
+    t = torch.arange(60.0).reshape(5, 3, 4)
+    for x in layouts(t):
+        expected = t.clone()
+        x.transpose(0, 2).narrow(1, 1, 1).fill_(-1)
+        expected.transpose(0, 2).narrow(1, 1, 1).fill_(-1)
+        assert_dist_close(x, expected)
+        x.permute(1, 2, 0).narrow(2, 1, 3).mul_(2)
+        expected.permute(1, 2, 0).narrow(2, 1, 3).mul_(2)
+        dim = 2 if x.split_dim != 2 else 1
+        x.unsqueeze(0).select(dim + 1, 2).zero_()
+        expected.unsqueeze(0).select(dim + 1, 2).zero_()
+        if x.split_dim in (None, 0):
+            x.view(5, 12).narrow(1, 0, 2).add_(100)
+            expected.view(5, 12).narrow(1, 0, 2).add_(100)
+        assert_dist_close(x, expected)
+
+
+def test_select_along_the_split_axis_is_a_copy_that_refuses_writes():
+    t = torch.arange(12.0).reshape(4, 3)
+    for x in layouts(t):
+        if x.split_dim != 0:
+            continue
+        row = x.select(0, -1)
+        assert row.split_dim is None
+        assert_dist_close(row, t[-1])
+        with pytest.raises(th.NotDistributedError, match="writes into a copy"):
+            row.add_(1)
+        with pytest.raises(th.NotDistributedError, match="writes into a copy"):
+            row.unsqueeze(0).zero_()
+
+
+def test_inplace_shape_changes():
+    t = torch.randn(4, 1, 3)
+    for x in layouts(t):
+        if x.split_dim == 1:
+            with pytest.raises(th.NotDistributedError, match="split axis 1"):
+                x.squeeze_(1)
+            continue
+        split = x.split_dim
+        assert x.squeeze_(1) is x and x.shape == (4, 3)
+        x.unsqueeze_(0).transpose_(0, 2)
+        expected = t.squeeze(1).unsqueeze(0).transpose(0, 2)
+        assert_dist_close(x, expected, split=None if split is None else {0: 1, 2: 0}[split])
+
+
+RESHAPES = {
+    "reshape(4, 6)": lambda a: a.reshape(4, 6),
+    "reshape(2, 2, 6)": lambda a: a.reshape(2, 2, 6),
+    "reshape(3, 8)": lambda a: torch.reshape(a, (3, 8)),
+    "reshape(-1)": lambda a: a.reshape(-1),
+    "reshape(1, 24)": lambda a: a.reshape(1, 24),
+    "reshape(6, 1, 4)": lambda a: a.reshape(6, 1, 4),
+    "flatten": lambda a: torch.flatten(a),
+    "flatten(1)": lambda a: a.flatten(1),
+    "flatten(0, 1)": lambda a: a.flatten(0, 1),
+    "unflatten": lambda a: a.unflatten(2, (2, 1)),
+    "ravel": lambda a: a.ravel(),
+    "reshape_as": lambda a: a.reshape_as(torch.empty(2, 12)),
+    "chain": lambda a: a.reshape(6, 4).t().reshape(2, 12).reshape(24, 1),
+}
+
+
+@pytest.mark.parametrize("name", RESHAPES)
+def test_reshape(name):
+    check_op(RESHAPES[name], torch.randn(4, 3, 2, dtype=torch.float64))
+
+
+def test_reshape_is_local_where_the_rows_survive():
+    t = torch.randn(6, 2, 3)
+    x = th.distribute(t, split=0)
+    for f in (lambda a: a.reshape(6, 6), lambda a: a.view(6, 3, 2), lambda a: a.flatten(1), lambda a: a.unsqueeze(0).flatten(0, 1)):
+        with th.debug.comm_log() as log:
+            y = f(x)
+        # (view agrees on the chunks' stride errors: one byte)
+        assert all(e.nbytes <= 1 for e in log) and y.counts == x.counts
+        assert_dist_close(y, f(t))
+    z = th.distribute(torch.arange(24.0).reshape(12, 2), split=0, counts=th.layout.balanced_counts(12, x.comm.size))
+    aligned = all(o % 3 == 0 for o in z.lshape_map[:, 0].cumsum(0).tolist())
+    with th.debug.comm_log() as log:
+        y = z.reshape(4, 3, 2)
+    assert (log == []) == aligned and y.split_dim == 0
+    assert_dist_close(y, torch.arange(24.0).reshape(4, 3, 2))
+
+
+def test_reshape_never_changes_the_input_and_copies_are_balanced():
+    t = torch.randn(5, 4)
+    for x in layouts(t):
+        before = (x.split_dim, x.counts)
+        y = x.reshape(4, 5)
+        assert (x.split_dim, x.counts) == before
+        if x.split_dim is not None and max(x.counts) < x.shape[x.split_dim]:  # (held by one rank: reshaped there)
+            assert y.split_dim == 0 and y.is_balanced
+        with th.debug.comm_log() as log:
+            x.reshape(4, 5)
+        assert all(e.collective != "allgather" for e in log)
+
+
+def test_view_raises_torchs_error_where_rows_would_span_ranks(comm):
+    t = torch.randn(4, 6)
+    x = th.distribute(t, split=1)
+    if comm.size == 1:
+        assert_dist_close(x.view(24), t.view(24))
+    else:
+        with pytest.raises(RuntimeError, match=re.escape(torch_error(lambda: t.t().view(24)))):
+            x.view(24)
+    with pytest.raises(RuntimeError, match=re.escape(torch_error(lambda: t.view(5, 5)))):
+        x.view(5, 5)
+    with pytest.raises(RuntimeError, match=re.escape(torch_error(lambda: t.reshape(-1, -1)))):
+        x.reshape(-1, -1)
+    assert x.view(torch.int32).shape == t.view(torch.int32).shape
+    y = th.distribute(t, split=0)
+    assert_dist_close(y.view(torch.int32), t.view(torch.int32))
+    assert_dist_close(y.view_as(torch.empty(4, 2, 3)), t.view(4, 2, 3))
