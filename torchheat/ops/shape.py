@@ -239,6 +239,8 @@ def narrow(func, args, kwargs):
     """``narrow`` (a view) and ``narrow_copy``. Along the split axis each rank keeps the part of
     its rows inside the range: a view of the chunk with unbalanced counts, no communication."""
     x = args[0]
+    if len(args) > 2 and isinstance(args[2], torch.Tensor):  # a 0-d start: the same on every rank
+        args = args[:2] + (int(args[2]),) + args[3:]
     meta = global_meta(torch.Tensor.narrow, args, kwargs)
     dim = layout.normalize_axis(args[1] if len(args) > 1 else kwargs["dim"], len(x._gshape))
     copy = func in (torch.narrow_copy, torch.Tensor.narrow_copy)
