@@ -269,11 +269,13 @@ class Communicator(abc.ABC):
     @blocking("exchange")
     def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow]) -> torch.Tensor:
         """Alltoallv: send ``narrow(src, send[j])`` to rank j; return the new local tensor of
-        ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i."""
+        ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i (zeros elsewhere)."""
         src = values(src)
         out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
         sends = [layout.narrow(src, s) for s in send]
         recvs = [layout.narrow(out, r) for r in recv]
+        if sum(r.numel() for r in recvs) != out.numel():  # a plan that fills part of the result (a halo's adjoint)
+            out.zero_()
         debug.record("alltoallv", sum(nbytes(s) for i, s in enumerate(sends) if i != self.rank), self.size)
         sends = [s if s.numel() else None for s in sends]
         recvs = [r if r.numel() else None for r in recvs]

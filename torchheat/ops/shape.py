@@ -1,10 +1,12 @@
-"""Shape ops that only change metadata while the split axis survives intact.
+"""Shape ops that are views: only metadata changes while the split axis survives intact.
 
-So far: ``expand``, ``expand_as``, ``broadcast_to``, and the splitting views (``split``,
-``chunk``, ``tensor_split``, ``unbind``, ...), whose pieces along the split axis are views of
-each rank's rows with their own counts. The split axis keeps its rows, so each
-rank expands its own chunk; a split axis of size 1 that gets broadcast is replicated first
-(it is one row).
+``expand``/``broadcast_to``, the splitting views (``split``, ``chunk``, ``tensor_split``,
+``unbind``, ...), transposes and permutations (the split moves with its axis),
+``squeeze``/``unsqueeze`` (and their in-place forms), ``narrow`` and ``select``. Each rank
+applies the op to its own chunk, so the result aliases the input. Along the split axis,
+pieces and narrowed ranges keep each rank's part of its rows (unbalanced counts); a row that
+the result holds without the axis (``select``, ``squeeze`` of a split axis of length 1) is
+sent from its owner, a replicated copy that refuses in-place writes (``_copy_of``).
 
 Examples
 --------
@@ -13,10 +15,13 @@ Examples
 >>> y = x.expand(4, 3)
 >>> y.shape, y.split_dim
 (torch.Size([4, 3]), 0)
+>>> x.t().split_dim, x.unsqueeze(0).split_dim
+(1, 1)
 """
 from __future__ import annotations
 
 import torch
+from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
 from ..config import NotDistributedError
@@ -93,17 +98,171 @@ def pieces(func, args, kwargs):
         raise NotDistributedError(
             f"{d.func_name(func)} along the split axis {split} gives tensors without that axis, each on one rank; "
             "index the rows you need (or resplit to another axis) instead")
-    stride = x._gshape[split + 1:].numel()
-    mine0, mine1 = x.offset, x.offset + x._counts[comm.rank]
-    out = []
-    for m in meta:
-        lo = m.storage_offset() // stride if stride else 0  # the piece's first global row
-        hi = lo + m.shape[split]
-        counts = tuple(max(0, min(hi, o + c) - max(lo, o)) for o, c in zip(layout.offsets(x._counts), x._counts))
-        begin = min(max(lo, mine0), mine1) - mine0
-        out.append(wrap(x.local.narrow(split, begin, counts[comm.rank]), split, comm, m.shape, counts))
-    return tuple(out)
+    return tuple(rows(x, lo, lo + m.shape[split]) for lo, m in ((_start_row(m, x._gshape, split), m) for m in meta))
 
 
 d.register([f for name in ("split", "chunk", "tensor_split", "split_with_sizes", "unbind", "hsplit", "vsplit", "dsplit")
             for f in d.aliases(name)], pieces)
+
+
+# -- shared by the shape modules -------------------------------------------------------------
+def _stand_in(t):
+    if isinstance(t, torch.Tensor):
+        return torch.empty(d.shape_of(t), dtype=t.dtype, device="meta")
+    return t
+
+
+def global_meta(func, args, kwargs):
+    """torch's result of ``func`` on meta stand-ins of the global shapes (shapes, dtypes, and
+    torch's own errors, with CPU messages; nothing computed, no communication)."""
+    try:
+        return func(*pytree.tree_map(_stand_in, args), **pytree.tree_map(_stand_in, kwargs))
+    except Exception:
+        d.raise_global_error(func, args, kwargs)
+
+
+def is_split(t) -> bool:
+    return isinstance(t, DistTensor) and t._split is not None
+
+
+def split_rule(*funcs):
+    """Register a handler for calls with a split operand; the others run locally (replicated)."""
+    def deco(handler):
+        def rule(func, args, kwargs):
+            if any(is_split(a) for a in pytree.tree_leaves((args, kwargs))):
+                return handler(func, args, kwargs)
+            return d.no_rule(func, args, kwargs)
+
+        d.register([f for group in funcs for f in (d.aliases(group) if isinstance(group, str) else [group])], rule)
+        return handler
+
+    return deco
+
+
+def call(func, *args, **kwargs):
+    """Call a torch function on DistTensors from inside a handler (dispatch as for the user)."""
+    return DistTensor.__torch_function__(func, (DistTensor,), args, kwargs)
+
+
+def view_of(x: DistTensor, local: torch.Tensor, split, gshape, counts) -> DistTensor:
+    """Wrap a view of ``x``'s chunk (a view of a copy stays a copy: see ``_copy_of``)."""
+    out = wrap(local, split, x._comm, gshape, counts)
+    out._copy_of = x._copy_of
+    return out
+
+
+def become(x: DistTensor, local_inplace, split, gshape, counts) -> DistTensor:
+    """An in-place shape change of ``x`` (``t_``, ``squeeze_``, ...): new metadata, same storage."""
+    local_inplace()
+    x._split, x._gshape, x._counts = split, torch.Size(gshape), counts
+    return x
+
+
+def rows(x: DistTensor, lo: int, hi: int) -> DistTensor:
+    """Global rows ``[lo, hi)`` of ``x`` along its split axis: on each rank the part of its own
+    rows that falls inside, a view of the chunk; the counts say who holds what (unbalanced)."""
+    split, comm = x._split, x._comm
+    counts = tuple(max(0, min(hi, o + c) - max(lo, o)) for o, c in zip(layout.offsets(x._counts), x._counts))
+    mine0, mine1 = x.offset, x.offset + x._counts[comm.rank]
+    begin = min(max(lo, mine0), mine1) - mine0
+    gshape = list(x._gshape)
+    gshape[split] = hi - lo
+    return view_of(x, x.local.narrow(split, begin, counts[comm.rank]), split, torch.Size(gshape), counts)
+
+
+def owner_copy(x: DistTensor, row: int) -> torch.Tensor:
+    """Row ``row`` of the split axis (the axis kept, length 1) as a replicated plain tensor,
+    sent from the rank that holds it (an allgather of that one row)."""
+    return relayout(rows(x, row, row + 1), None, None).local
+
+
+# -- the split axis moves with its axis: transposes and permutations ---------------------------
+def _tagged(x: DistTensor) -> torch.Tensor:
+    """A meta stand-in whose strides name the axes (distinct powers of two)."""
+    n = len(x._gshape)
+    return torch.empty_strided(x._gshape, tuple(2 ** i for i in range(n)), dtype=x.dtype, device="meta")
+
+
+PERMUTING = ("transpose", "swapaxes", "swapdims", "permute", "movedim", "moveaxis", "t", "adjoint", "squeeze")
+
+
+@split_rule(*PERMUTING, *(getattr(torch.Tensor, p).__get__ for p in ("T", "mT", "H", "mH")))
+def permuted(func, args, kwargs):
+    """Transposes, permutations and ``squeeze``: where the split axis goes is read from the
+    strides of a tagged meta stand-in (one tag per axis). A squeezed split axis (of global
+    length 1) is replicated from the rank that holds its row (a copy: writes into it raise)."""
+    x = args[0]
+    tagged = _tagged(x)
+    try:
+        out = func(tagged, *args[1:], **kwargs)
+    except Exception:
+        d.raise_global_error(func, args, kwargs)
+    strides = out.stride()
+    kept = [i for i in range(len(x._gshape)) if 2 ** i in strides]
+    if func in (torch.squeeze, torch.Tensor.squeeze, torch.Tensor.squeeze_):
+        # the chunk squeezes exactly the global tensor's axes (a local row count of 1 stays)
+        gone = tuple(i for i in range(len(x._gshape)) if i not in kept)
+        args, kwargs = (x, gone), {}
+        if x._split in gone:
+            if func in d.INPLACE:
+                raise NotDistributedError(f"{d.func_name(func)} would remove the split axis {x._split} (its one row lives "
+                                          "on one rank); use x = x.squeeze(...) instead")
+            result = wrap(owner_copy(x, 0).squeeze(gone), None, x._comm, out.shape, None)
+            result._copy_of = f"x.squeeze() of the split axis {x._split}"
+            return result
+    split = strides.index(2 ** x._split)
+    if func in d.INPLACE:
+        return become(x, lambda: d.run_local(func, args, kwargs), split, out.shape, x._counts)
+    return view_of(x, d.run_local(func, (x.local,) + tuple(args[1:]), kwargs), split, out.shape, x._counts)
+
+
+@split_rule("unsqueeze")
+def unsqueeze(func, args, kwargs):
+    """``unsqueeze`` (and ``unsqueeze_``): a new axis of length 1; the split axis shifts past it."""
+    x = args[0]
+    out = global_meta(func, args, kwargs)
+    dim = layout.normalize_axis(args[1] if len(args) > 1 else kwargs["dim"], len(out.shape))
+    split = x._split + (dim <= x._split)
+    if func in d.INPLACE:
+        return become(x, lambda: d.run_local(func, args, kwargs), split, out.shape, x._counts)
+    return view_of(x, x.local.unsqueeze(dim), split, out.shape, x._counts)
+
+
+# -- narrow and select: rows along the split axis are each rank's intersection -----------------
+def _start_row(meta: torch.Tensor, gshape, axis: int) -> int:
+    stride = torch.Size(gshape)[axis + 1:].numel()
+    return meta.storage_offset() // stride if stride else 0
+
+
+@split_rule("narrow", "narrow_copy")
+def narrow(func, args, kwargs):
+    """``narrow`` (a view) and ``narrow_copy``. Along the split axis each rank keeps the part of
+    its rows inside the range: a view of the chunk with unbalanced counts, no communication."""
+    x = args[0]
+    if len(args) > 2 and isinstance(args[2], torch.Tensor):  # a 0-d start: the same on every rank
+        args = args[:2] + (int(args[2]),) + args[3:]
+    meta = global_meta(torch.Tensor.narrow, args, kwargs)
+    dim = layout.normalize_axis(args[1] if len(args) > 1 else kwargs["dim"], len(x._gshape))
+    copy = func in (torch.narrow_copy, torch.Tensor.narrow_copy)
+    if dim != x._split:
+        return view_of(x, d.run_local(func, (x.local,) + tuple(args[1:]), kwargs), x._split, meta.shape, x._counts)
+    lo = _start_row(meta, x._gshape, dim)
+    out = rows(x, lo, lo + meta.shape[dim])
+    return wrap(out.local.clone(), out._split, out._comm, out._gshape, out._counts) if copy else out
+
+
+@split_rule("select")
+def select(func, args, kwargs):
+    """``select(dim, index)``. Along another axis a view; along the split axis the row is
+    broadcast from the rank that holds it: a replicated copy, which refuses in-place writes
+    (write through ``x`` instead)."""
+    x = args[0]
+    meta = global_meta(func, args, kwargs)
+    dim = layout.normalize_axis(args[1] if len(args) > 1 else kwargs["dim"], len(x._gshape))
+    if dim != x._split:
+        return view_of(x, d.run_local(func, (x.local,) + tuple(args[1:]), kwargs), x._split - (dim < x._split), meta.shape,
+                       x._counts)
+    row = _start_row(meta, x._gshape, dim)
+    out = wrap(owner_copy(x, row).select(dim, 0), None, x._comm, meta.shape, None)
+    out._copy_of = f"x.select({dim}, {row}) along the split axis"
+    return out
