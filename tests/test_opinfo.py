@@ -51,12 +51,9 @@ EXCLUDED = {
     "expand_as": "a plain input expanded as a DistTensor: the rule reads the input's layout (fix pending)",
     "reshape_as": "a plain input reshaped as a DistTensor: the rule reads the input's layout (fix pending)",
     "view_as": "a plain input viewed as a DistTensor (fix pending); and view raises where rows would span ranks",
-    "stack": "fails on its OpInfo samples (AttributeError on None); tests/test_shape.py covers stack",
     "vstack": "fails on its OpInfo samples like stack (AttributeError on None)",
     "dstack": "fails on its OpInfo samples like stack (AttributeError on None)",
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
-    "column_stack": "one of its OpInfo samples leaves ranks in different collectives at 3 processes (under investigation)",
-    "hstack": "like column_stack: one of its OpInfo samples leaves ranks in different collectives at 3 processes",
     "tensor_split": "fails on one of its OpInfo samples at 3 processes (under investigation)",
 }
 

@@ -72,10 +72,11 @@ def assemble(parts: List[Tuple[int, torch.Tensor]], spans: Sequence[Sequence[Spa
         n = t.shape[axis]
         a = min(max(first, lo), first + n)
         pieces.append((a, cf.enter_replicated(t, comm).narrow(axis, a - first, max(0, min(first + n, hi) - a))))
+    # The received buffer is always part of the result, if only with no rows: the exchange's
+    # backward is collective, so it must be in every rank's graph.
+    pieces.append((lo, got.narrow(axis, 0, 0)))
     pieces.sort(key=lambda p: p[0])
-    if not pieces:
-        return got.narrow(axis, 0, 0)
-    return pieces[0][1] if len(pieces) == 1 else torch.cat([t for _, t in pieces], axis)
+    return torch.cat([t for _, t in pieces], axis)
 
 
 def _spans_of(x: DistTensor, first: int = 0) -> List[List[Span]]:
@@ -139,7 +140,7 @@ def stack(func, args, kwargs):
     tensors, dim = _tensors_and_dim(args, kwargs)
     meta = global_meta(torch.stack, (tensors, dim), {})
     dim = layout.normalize_axis(dim, meta.dim())
-    result = call(torch.cat, [call(torch.unsqueeze, t, dim) for t in tensors], dim)
+    result = call(torch.cat, [call(torch.unsqueeze, t, dim) if isinstance(t, DistTensor) else t.unsqueeze(dim) for t in tensors], dim)
     return result if out is None else write_out(out, result)
 
 
