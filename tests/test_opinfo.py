@@ -292,7 +292,7 @@ def whole_gather_bytes(t, out_numel: int, out_bytes: int, ranks: int) -> int:
     with indices, means with squared deviations) is at most a few results per rank, so it
     must also exceed four results per rank.
     """
-    size = t.numel() * t.element_size()
+    size = t.numel() * t.element_size() if ranks > 1 else 0  # one rank: nothing moves
     return size if out_numel >= t.numel() else max(size, 4 * ranks * out_bytes + 1)
 
 

@@ -178,13 +178,10 @@ def test_ternary_where_clamp_lerp():
 
 
 def test_where_with_one_argument_is_not_pointwise():
+    # where(cond) is nonzero (ops/indexing.py): global indices, in torch's order, for every layout
     t = torch.tensor([[0.0, 1.0], [2.0, 0.0], [3.0, 4.0]])
     for x in layouts(t):
-        if x.split_dim is None:
-            assert [i.full().tolist() for i in torch.where(x)] == [i.tolist() for i in torch.where(t)]
-        else:
-            with pytest.raises(th.NotDistributedError, match="where"):
-                torch.where(x)
+        assert [i.full().tolist() for i in torch.where(x)] == [i.tolist() for i in torch.where(t)]
 
 
 def test_comparisons_predicates_and_logical_ops():

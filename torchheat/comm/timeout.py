@@ -43,6 +43,7 @@ _lock = threading.Lock()
 _THIS = os.path.abspath(__file__)
 _PACKAGE = os.path.dirname(os.path.dirname(_THIS))
 _get_ident, _monotonic = threading.get_ident, time.monotonic
+_GRACE = 0.5  # seconds between the report and the abort
 
 
 def blocking(name: str):
@@ -133,6 +134,7 @@ def check(limit: float) -> None:
         _reported[tid] = note
         start, name, comm = note
         _write(message(name, comm, now - start, limit, frame))
+        time.sleep(_GRACE)  # the launcher forwards the message before the abort kills the job's output streams
         comm.abort(1)
 
 
