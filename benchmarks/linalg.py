@@ -14,7 +14,6 @@ import importlib.util
 import json
 import os
 import resource
-import subprocess
 import sys
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -58,19 +57,6 @@ def worker(args):
         print(MARKER + json.dumps({"ms": result, "memory": growth / share}), flush=True)
 
 
-def launch(args, p):
-    """One mpiexec job at ``p`` processes: {"ms": {pair: time}, "memory": growth / share}."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi")
-    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker",
-           "--n", str(args.n), "--repeats", str(args.repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    return json.loads(lines[-1][len(MARKER):])
-
-
 def main():
     sys.argv += [] if "--n" in sys.argv else ["--n", "2048"]
     args = scaling.parse_args(__doc__, repeats=3, rounds=2)
@@ -82,7 +68,7 @@ def main():
         a, b = operands(args.n)
         times = {"torch": scaling.best_ms(lambda _: a @ b, None, args.repeats)}
         del a, b
-        times.update({p: launch(args, p) for p in args.procs})
+        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs})
         rounds.append(times)
     base = min(r["torch"] for r in rounds)
     print(f"float32 {args.n} x {args.n} @ {args.n} x {args.n}, 1 thread per process, best of {args.rounds} rounds "

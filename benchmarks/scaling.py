@@ -75,9 +75,10 @@ def worker(args):
         print(MARKER + json.dumps({"procs": comm.size, "backend": comm.backend, "ms": result}), flush=True)
 
 
-def launch(args, p, script=__file__, marker=MARKER):
+def launch(args, p, script=__file__, marker=MARKER, field="ms"):
     """Times of every op at ``p`` processes (None for n/a), from a child mpiexec job running
-    ``script --worker``, which reports one JSON line after ``marker``."""
+    ``script --worker``, which reports one JSON line after ``marker`` (its ``field``, or all of
+    it when ``field`` is None)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi")
     cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(script), "--worker",
            "--n", str(args.n), "--repeats", str(args.repeats)]
@@ -86,7 +87,8 @@ def launch(args, p, script=__file__, marker=MARKER):
     if proc.returncode != 0 or not lines:
         sys.stderr.write(proc.stdout + proc.stderr)
         raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    return json.loads(lines[-1][len(marker):])["ms"]
+    report = json.loads(lines[-1][len(marker):])
+    return report if field is None else report[field]
 
 
 def parse_args(doc, repeats=7, rounds=3):
