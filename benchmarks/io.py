@@ -13,9 +13,9 @@ run) divided by its share of the data.
 """
 import argparse
 import json
+import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +25,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("scaling", os.path.join(HERE, "scaling.py"))
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)  # the shared launcher of benchmarks that start themselves under mpiexec
 
 COLUMNS = 64
 MARKER = "IO_RESULT "
@@ -130,20 +135,6 @@ def worker(args):
         print(MARKER + json.dumps(out), flush=True)
 
 
-def launch(args, p):
-    env = dict(os.environ, OMP_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi" if p > 1 else "self")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--gib", str(args.gib), "--repeats", str(args.repeats),
-           "--dir", args.dir]
-    if p > 1:
-        cmd = [args.mpiexec, "-n", str(p)] + cmd
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    return json.loads(lines[-1][len(MARKER):])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=0.25, help="size of the dataset in GiB (issue: 1)")
@@ -161,7 +152,7 @@ def main():
     args.dir = args.dir or tempfile.mkdtemp(prefix="torchheat-io-")
     try:
         base = plain(args, args.dir)
-        runs = {p: launch(args, p) for p in args.procs}
+        runs = {p: scaling.launch(args, p, __file__, MARKER, field=None, options=["--gib", str(args.gib), "--repeats", str(args.repeats), "--dir", args.dir]) for p in args.procs}
     finally:
         if own:
             shutil.rmtree(args.dir, ignore_errors=True)

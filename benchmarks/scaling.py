@@ -75,13 +75,13 @@ def worker(args):
         print(MARKER + json.dumps({"procs": comm.size, "backend": comm.backend, "ms": result}), flush=True)
 
 
-def launch(args, p, script=__file__, marker=MARKER, field="ms"):
+def launch(args, p, script=__file__, marker=MARKER, field="ms", options=None):
     """Times of every op at ``p`` processes (None for n/a), from a child mpiexec job running
-    ``script --worker``, which reports one JSON line after ``marker`` (its ``field``, or all of
-    it when ``field`` is None)."""
+    ``script --worker`` (with ``options``, by default ``--n`` and ``--repeats``), which reports
+    one JSON line after ``marker`` (its ``field``, or all of it when ``field`` is None)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi")
-    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(script), "--worker",
-           "--n", str(args.n), "--repeats", str(args.repeats)]
+    options = ["--n", str(args.n), "--repeats", str(args.repeats)] if options is None else options
+    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(script), "--worker", *options]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)]
     if proc.returncode != 0 or not lines:

@@ -15,9 +15,9 @@ runs under ``mpiexec -n p``. On a loaded machine, take the figures as rough.
 """
 import argparse
 import json
+import importlib.util
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +25,11 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("scaling", os.path.join(HERE, "scaling.py"))
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)  # the shared launcher of benchmarks that start themselves under mpiexec
 
 MARKER = "SHAPE_RESULT "
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -110,18 +115,6 @@ def worker(args):
         print(MARKER + json.dumps(worst), flush=True)
 
 
-def launch(args, p):
-    env = dict(os.environ, OMP_NUM_THREADS="1", TORCHHEAT_BACKEND="mpi")
-    cmd = [args.mpiexec, "-n", str(p), sys.executable, os.path.abspath(__file__), "--worker", "--n", str(args.n),
-           "--repeats", str(args.repeats)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARKER)]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stdout + proc.stderr)
-        raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
-    return json.loads(lines[-1][len(MARKER):])
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=4 * 10**6, help="global elements of x (a multiple of 6000)")
@@ -135,7 +128,7 @@ def main():
     if args.worker:
         return worker(args)
     base = measure(inputs(args.n), args.repeats)
-    runs = {p: launch(args, p) for p in args.procs}
+    runs = {p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs}
     print(f"n = {args.n:.0e} float64 elements, 1 thread per process, best of {args.repeats} runs; "
           "peak = resident memory added during the op, worst rank; share = the rank's part of the input")
     head = f"{'op':<22}{'torch ms':>10}" + "".join(f"{f'p={p} ms':>10}{'ratio':>7}" for p in args.procs)
