@@ -33,6 +33,10 @@ NAMED = {
     "sorting": {"sort", "argsort", "msort", "topk", "kthvalue", "median", "nanmedian", "quantile", "nanquantile", "mode",
                 "unique", "unique_consecutive", "searchsorted", "bucketize", "histc", "histogram", "bincount", "isin",
                 "cov", "corrcoef"},
+    "indexing": {"__getitem__", "index_select", "gather", "take", "take_along_dim", "masked_select", "nonzero",
+                 "nonzero_static", "argwhere", "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy",
+                 "index_fill", "index_reduce", "put", "index_put", "masked_scatter", "select_scatter", "slice_scatter",
+                 "diagonal_scatter", "equal"},
     "shape": {"H", "T", "mH", "mT", "t", "transpose", "permute", "movedim", "squeeze", "unsqueeze", "narrow",
               "narrow_copy", "select", "clone", "contiguous", "reshape", "reshape_as", "view", "view_as", "flatten",
               "unflatten", "ravel", "cat", "stack", "hstack", "vstack", "dstack", "column_stack", "atleast_1d",
@@ -48,13 +52,9 @@ EXCLUDED = {
                            "for split input torchheat raises NotDistributedError by design",
     "norm.nuc": "the nuclear norm is a sum of singular values: an SVD (linalg family), not a reduction",
     "unbind": "unbind along the split axis would give tensors that each live on one rank: NotDistributedError by design",
-    "expand_as": "a plain input expanded as a DistTensor: the rule reads the input's layout (fix pending)",
-    "reshape_as": "a plain input reshaped as a DistTensor: the rule reads the input's layout (fix pending)",
-    "view_as": "a plain input viewed as a DistTensor (fix pending); and view raises where rows would span ranks",
-    "vstack": "fails on its OpInfo samples like stack (AttributeError on None)",
-    "dstack": "fails on its OpInfo samples like stack (AttributeError on None)",
+    "view_as": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape "
+               "copies)",
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
-    "tensor_split": "fails on one of its OpInfo samples at 3 processes (under investigation)",
 }
 
 
