@@ -1,7 +1,7 @@
 """torch.fft on split tensors against torch on the global data: every transform with n/s,
 dim and norm on every layout (uneven and empty chunks included), gradients in float64,
-the caller's split kept, no whole-input gather, torch's errors on every rank, and the
-th.fft factories."""
+the caller's split kept, no whole-input gather, torch's errors on every rank, the
+th.fft factories, and the trapezoidal rules."""
 import pytest
 import torch
 
@@ -120,3 +120,22 @@ def test_frequencies(comm, n, d, split):
     for th_fn, fn in ((th.fft.fftfreq, F.fftfreq), (th.fft.rfftfreq, F.rfftfreq)):
         got = th_fn(n, d, split=split, dtype=torch.float64)
         assert_dist_close(got, fn(n, d, dtype=torch.float64), split=split, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["trapezoid", "cumulative_trapezoid"])
+@pytest.mark.parametrize("kwargs", [{}, dict(dx=0.5, dim=0), dict(dim=0)], ids=str)
+def test_trapezoidal_rules(comm, name, kwargs):
+    fn = getattr(torch, name)
+    y = torch.randn(7, 3, **F64)
+    ref = y.clone().requires_grad_()
+    expected = fn(ref, **kwargs)
+    weight = torch.randn(expected.shape, **F64)
+    (expected_grad,) = torch.autograd.grad((expected * weight).sum(), ref)
+    points = torch.randn(7, **F64).cumsum(0)
+    for x in layouts(y, comm, requires_grad=True):
+        out = fn(x, **kwargs)
+        assert_dist_close(out, expected.detach())
+        (g,) = torch.autograd.grad((out.full() * weight).sum(), x)
+        assert_dist_close(g, expected_grad, split=x.split_dim)
+        for at in (points, th.distribute(points, 0)):  # sample points, plain or split
+            assert_dist_close(fn(x.detach(), at, dim=0), fn(y, points, dim=0))

@@ -114,7 +114,8 @@ def local_transform(x: DistTensor, kind: str, dims: Sequence[int], lengths: Sequ
 
 
 def _move(x: DistTensor, axis: int, counts=None) -> DistTensor:
-    return relayout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size))
+    """``x`` split along ``axis`` in ``counts`` (balanced by default): one exchange, none if it already is."""
+    return d.to_layout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size))
 
 
 def _back(y: DistTensor, x: DistTensor) -> DistTensor:
@@ -238,12 +239,19 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
     a = _move(call(torch.reshape, y, batch + (n2, n1)), col)  # a[j2, j1] = x[j1 + n1 * j2], split on j1
     fn = F.ifft if inverse else F.fft
     b = _chunk_fft(a, fn, col - 1, norm)  # b[k2, j1]
-    j1 = torch.arange(n1)[layout.offsets(b._counts)[comm.rank]:][:b._counts[comm.rank]]
-    b = wrap(b.local * _phase(torch.arange(n2)[:, None] * j1, n, inverse, b.dtype), col, comm, b._gshape, b._counts)
+    twiddle = _twiddles(n, n2, layout.offsets(b._counts)[comm.rank], b._counts[comm.rank], inverse, b.dtype, b.device)
+    b = wrap(b.local * twiddle, col, comm, b._gshape, b._counts)
     c = _chunk_fft(_move(b, col - 1), fn, col, norm)  # c[k2, k1] = X[n2 * k1 + k2]
     c = _move(call(torch.transpose, c, -1, -2), col - 1)  # c[k1, k2], split on k1
     flat = call(torch.reshape, c, batch + (n,))
     return call(torch.movedim, _move(flat, col - 1, counts), -1, s)
+
+
+@functools.lru_cache(maxsize=8)
+def _twiddles(n: int, n2: int, lo: int, count: int, inverse: bool, dtype, device) -> torch.Tensor:
+    """``w[k2, j1] = exp(-+ 2 pi i j1 k2 / n)`` for this rank's columns ``j1`` in ``[lo, lo + count)``
+    (cached: repeated transforms of one length reuse them)."""
+    return _phase(torch.arange(n2, device=device)[:, None] * torch.arange(lo, lo + count, device=device), n, inverse, dtype)
 
 
 def _chunk_fft(x: DistTensor, fn, axis: int, norm) -> DistTensor:
@@ -261,13 +269,13 @@ def _bluestein(x: DistTensor, inverse: bool, norm, counts) -> DistTensor:
     m = 1 << max(2 * n - 2, 2 * comm.size ** 2).bit_length()
 
     def chirp(t: DistTensor, conj: bool = False) -> torch.Tensor:  # w[j] = exp(-+ pi i j^2 / n) on t's rows
-        j = torch.arange(t.offset, t.offset + t._counts[comm.rank])
+        j = torch.arange(t.offset, t.offset + t._counts[comm.rank], device=t.device)
         w = _phase(j * j, 2 * n, inverse, t.dtype)
         return (w.conj() if conj else w).reshape((-1,) + (1,) * (t.dim() - 1 - s))
 
     a = wrap(x.local * chirp(x), s, comm, x._gshape, x._counts)
     a = call(torch.movedim, _resize(a, m), s, -1)
-    k = torch.arange(m)[a.offset:][:a._counts[comm.rank]]
+    k = torch.arange(a.offset, a.offset + a._counts[comm.rank], device=a.device)
     lag = torch.minimum(k, m - k)  # the chirp at lags -(n-1) .. n-1, wrapped around
     kernel = torch.where(lag < n, _phase(lag * lag, 2 * n, inverse, a.dtype).conj(), 0)
     b = wrap(kernel, 0, comm, torch.Size([m]), a._counts)
