@@ -45,7 +45,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from .. import dispatch as d, layout
-from ..tensor import DistTensor, relayout, wrap
+from ..tensor import DistTensor, wrap
 from .pointwise import write_out
 from .shape import call, global_meta, rows, split_rule
 
@@ -62,17 +62,14 @@ FUNCS = {f: (kind, rank) for kind in KINDS for f, rank in (
 DUAL = {None: "forward", "backward": "forward", "forward": "backward", "ortho": "ortho"}
 
 
-def _real_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.empty(0, dtype=dtype).real.dtype
-
-
 def parse(func, args, kwargs, ndim: int, shape):
     """``(kind, dims, lengths, norm)`` of a transform call already checked by torch: the
     transformed axes in torch's order (the real step on the last), their signal lengths."""
     kind, rank = FUNCS[func]
     names = ("n" if rank == 1 else "s", "dim", "norm")
     given = dict(zip(names, args[1:]), **{k: v for k, v in kwargs.items() if k in names})
-    size, dim, norm = given.get(names[0]), given.get("dim", -1 if rank == 1 else (-2, -1) if rank == 2 else None), given.get("norm")
+    default_dim = -1 if rank == 1 else (-2, -1) if rank == 2 else None
+    size, dim, norm = given.get(names[0]), given.get("dim", default_dim), given.get("norm")
     if rank == 1:
         size = None if size is None else (size,)
     if isinstance(dim, int):
@@ -107,7 +104,8 @@ def local_transform(x: DistTensor, kind: str, dims: Sequence[int], lengths: Sequ
     if local.numel():
         out = fn(local, s=tuple(lengths), dim=tuple(dims), norm=norm).resolve_conj()  # (torch's may be a lazy conj)
     else:  # torch's CPU kernels refuse empty batches; the graph still reaches the chunk
-        dtype = fn(torch.empty(x._gshape, dtype=local.dtype, device="meta"), s=tuple(lengths), dim=tuple(dims), norm=norm).dtype
+        stand_in = torch.empty(x._gshape, dtype=local.dtype, device="meta")
+        dtype = fn(stand_in, s=tuple(lengths), dim=tuple(dims), norm=norm).dtype
         count = None if x._split is None else counts[x._comm.rank]
         out = local.reshape(layout.local_shape(gshape, x._split, count)).to(dtype)
     return wrap(out, x._split, x._comm, torch.Size(gshape), counts)
@@ -139,7 +137,8 @@ def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[in
 
     def phase(t, axes):  # the transforms over ``axes`` (in torch's order), on the chunks
         pick = [i for i, a in enumerate(dims) if a in axes]
-        return local_transform(t, kind if last in axes else complex_kind, [dims[i] for i in pick], [lengths[i] for i in pick], norm)
+        kind_here = kind if last in axes else complex_kind
+        return local_transform(t, kind_here, [dims[i] for i in pick], [lengths[i] for i in pick], norm)
 
     rest = [a for a in dims if a != s]
     out_len = {a: _out_length(kind, n, a == last) for a, n in zip(dims, lengths)}
@@ -251,7 +250,8 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
 def _twiddles(n: int, n2: int, lo: int, count: int, inverse: bool, dtype, device) -> torch.Tensor:
     """``w[k2, j1] = exp(-+ 2 pi i j1 k2 / n)`` for this rank's columns ``j1`` in ``[lo, lo + count)``
     (cached: repeated transforms of one length reuse them)."""
-    return _phase(torch.arange(n2, device=device)[:, None] * torch.arange(lo, lo + count, device=device), n, inverse, dtype)
+    k2, j1 = torch.arange(n2, device=device), torch.arange(lo, lo + count, device=device)
+    return _phase(k2[:, None] * j1, n, inverse, dtype)
 
 
 def _chunk_fft(x: DistTensor, fn, axis: int, norm) -> DistTensor:
@@ -282,7 +282,8 @@ def _bluestein(x: DistTensor, inverse: bool, norm, counts) -> DistTensor:
     spectrum = call(torch.mul, four_step(a, False, None), four_step(b, False, None))
     conv = call(torch.movedim, four_step(spectrum, True, None), -1, s)
     out = rows(conv, 0, n)
-    scale = {"backward": 1 / n if inverse else 1, "forward": 1 if inverse else 1 / n, "ortho": 1 / math.sqrt(n)}[norm or "backward"]
+    norm = norm or "backward"
+    scale = 1 / math.sqrt(n) if norm == "ortho" else 1 / n if inverse == (norm == "backward") else 1
     out = _move(out, s, counts)
     return wrap(out.local * (chirp(out) * scale), s, comm, out._gshape, out._counts)
 
@@ -302,7 +303,8 @@ def fft(func, args, kwargs):
             zeros = d.run_local(func, (torch.zeros(x._gshape, dtype=x.dtype),) + tuple(args[1:]), kwargs)
         except Exception as err:
             raise err.with_traceback(None) from None
-        result = _move(wrap(zeros + x.local.sum().abs() * 0, None, x._comm, meta.shape), x._split)  # (keeps x in the graph)
+        zeros = zeros + x.local.sum().abs() * 0  # (keeps x in the graph)
+        result = _move(wrap(zeros, None, x._comm, meta.shape), x._split)
     else:
         result = transform(x, *parse(func, args, kwargs, x.dim(), x._gshape))
     if out is not None:
