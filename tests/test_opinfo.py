@@ -1,5 +1,5 @@
 """Torch's OpInfo database as a conformance suite for the pointwise, reduction, scan,
-softmax and shape families.
+softmax, shape and spectral families.
 
 For every OpInfo of these families, a few small sample inputs run with their tensors
 replicated and distributed along every axis (balanced, with rank 0 empty, and with the
@@ -44,6 +44,8 @@ NAMED = {
               "constant_pad_nd", "repeat", "tile", "repeat_interleave", "diag", "diagonal", "diag_embed", "diagflat",
               "tril", "triu", "trace", "expand", "expand_as", "broadcast_to", "split", "split_with_sizes", "chunk",
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
+    "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
+                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid"},
 }
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.
@@ -173,7 +175,7 @@ def compare_outputs(got, expected, where):
 def weighted_loss(outputs, weights):
     loss = 0
     for o, w in zip(outputs, weights):
-        loss = loss + (torch.view_as_real(o) if o.is_complex() else o).mul(w).sum()
+        loss = loss + (torch.view_as_real(o.resolve_conj()) if o.is_complex() else o).mul(w).sum()
     return loss
 
 
@@ -197,7 +199,7 @@ def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list):
     weights, ref_grads = None, None
     if ref_outs:
         gen = torch.Generator().manual_seed(0)
-        weights = [torch.randn((torch.view_as_real(o) if o.is_complex() else o).shape, generator=gen, dtype=o.real.dtype)
+        weights = [torch.randn((torch.view_as_real(o.resolve_conj()) if o.is_complex() else o).shape, generator=gen, dtype=o.real.dtype)
                    for o in ref_outs]
         try:
             weighted_loss(ref_outs, weights).backward()
