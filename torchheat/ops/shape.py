@@ -140,7 +140,10 @@ def split_rule(*funcs):
 
 
 def call(func, *args, **kwargs):
-    """Call a torch function on DistTensors from inside a handler (dispatch as for the user)."""
+    """Call a torch function on DistTensors from inside a handler (dispatch as for the user;
+    plain tensors alone stay plain)."""
+    if not any(isinstance(a, DistTensor) for a in pytree.tree_leaves((args, kwargs))):
+        return func(*args, **kwargs)
     return DistTensor.__torch_function__(func, (DistTensor,), args, kwargs)
 
 
