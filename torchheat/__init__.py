@@ -10,6 +10,7 @@ torch.Size([50, 3])
 True
 """
 from . import base, debug, dispatch, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import decomposition  # noqa: F401  (after ops: estimators use the rules)
 from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
@@ -27,7 +28,7 @@ from .tensor import DistTensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm", "debug", "io", "linalg",
+    "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm", "debug", "io", "linalg", "decomposition",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
