@@ -71,6 +71,8 @@ class _RingCdist(torch.autograd.Function):
     def forward(ctx, a, b, p, mode, counts, comm):
         ctx.meta = (p, mode, counts, comm)
         ctx.save_for_backward(a, b)
+        if comm.size == 1:
+            return torch.cdist(a, b, p, mode)
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         out = torch.empty(batch + (a.shape[-2], sum(counts)), dtype=a.dtype, device=a.device)
         off = layout.offsets(counts)

@@ -17,7 +17,8 @@ and labels broadcast from size 1 included), then:
 
 ``tensordot`` is the einsum of its ``dims``; ``kron`` multiplies ``a`` and ``b`` with unit
 axes interleaved and merges each pair of axes (a split of ``a`` stays where it is, scaled
-by ``b``'s size; a split of ``b`` is moved by the reshape). Gradients come from the
+by ``b``'s size; a split of ``b`` is moved by the reshape). Every block of a Kronecker
+product needs all of one operand: when both are split, the smaller one is gathered. Gradients come from the
 differentiable rules used on the way.
 
 Examples
@@ -217,7 +218,9 @@ def kron(func, args, kwargs):
     sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
     wide_a = call(torch.reshape, a, [n for s in sa for n in (s, 1)])
     wide_b = call(torch.reshape, b, [n for s in sb for n in (1, s)])
-    result = call(torch.reshape, call(torch.mul, wide_a, wide_b), list(shape))
+    # the larger operand keeps its layout (every block of the result needs all of the other)
+    pair = (wide_a, wide_b) if math.prod(sa) >= math.prod(sb) else (wide_b, wide_a)
+    result = call(torch.reshape, call(torch.mul, *pair), list(shape))
     if not isinstance(result, DistTensor):
         result = wrap(result, None, _comm((a, b)), result.shape)
     return _finish_call(result, out, func, args, kwargs)
