@@ -14,10 +14,12 @@ F64 = dict(dtype=torch.float64)
 P_VALUES = [0.0, 1.0, 2.0, 0.5, 3.0, math.inf]
 
 
-def placed(t, split, skewed, comm):
+def placed(t, split, skewed, comm, reverse=False):
+    """``t`` split along ``split``: balanced, or ``skewed`` (rank 0 empty; with ``reverse``, the last rank)."""
     if split is None:
         return th.distribute(t)
-    return th.distribute(t, split, counts=skewed_counts(t.shape[split], comm.size) if skewed else None)
+    counts = skewed_counts(t.shape[split], comm.size) if skewed else None
+    return th.distribute(t, split, counts=tuple(reversed(counts)) if skewed and reverse else counts)
 
 
 def reference(fn, ts):
@@ -29,7 +31,7 @@ def reference(fn, ts):
 
 def check(fn, ts, splits, comm, skewed=False, result_split=-1):
     expected, weight, grads = reference(fn, ts)
-    xs = [placed(t, s, skewed and i == 0, comm).requires_grad_() for i, (t, s) in enumerate(zip(ts, splits))]
+    xs = [placed(t, s, skewed, comm, reverse=i > 0).requires_grad_() for i, (t, s) in enumerate(zip(ts, splits))]
     out = fn(*xs)
     assert_dist_close(out, expected, split=result_split)
     got = torch.autograd.grad((out * weight).sum(), xs)
@@ -128,3 +130,12 @@ def test_errors_are_torchs_on_every_rank(comm):
     ]:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_cdist_gradient_of_one_operand(comm):
+    a, b = torch.randn(7, 3, **F64), torch.randn(6, 3, **F64)
+    ref = a.clone().requires_grad_()
+    expected = torch.autograd.grad(torch.cdist(ref, b).sum(), ref)[0]
+    x = placed(a, 0, True, comm).requires_grad_()
+    got = torch.autograd.grad(torch.cdist(x, placed(b, 0, True, comm, reverse=True)).sum(), x)[0]
+    torch.testing.assert_close(got.full(), expected)

@@ -31,9 +31,9 @@ along a split feature axis).
 Examples
 --------
 >>> import torch, torchheat as th
->>> x = th.distribute(torch.arange(8.).reshape(4, 2), split=0)
+>>> x = th.distribute(torch.tensor([[0., 0.], [3., 4.], [6., 8.], [0., 1.]]), split=0)
 >>> torch.cdist(x, x).full()[0].tolist()
-[0.0, 2.8284270763397217, 5.656854152557373, 8.485280990600586]
+[0.0, 5.0, 10.0, 1.0]
 >>> torch.pdist(x).shape
 torch.Size([6])
 """
@@ -85,17 +85,18 @@ class _RingCdist(torch.autograd.Function):
     def backward(ctx, grad):
         p, mode, counts, comm = ctx.meta
         a, b = ctx.saved_tensors
-        da, db = torch.zeros_like(a), torch.empty_like(b)
+        da, db = torch.zeros_like(a), torch.empty_like(b) if ctx.needs_input_grad[1] else None
         off = layout.offsets(counts)
-        for q, bq, part in _ring(b, counts, -2, comm, acc=db):
+        for q, bq, *part in _ring(b, counts, -2, comm, acc=db):  # B's gradient blocks travel only if wanted
             if not (a.numel() and bq.numel()):
                 continue
             with torch.enable_grad():  # the local distances again: torch's own gradient of each block
                 ad, bd = a.detach().requires_grad_(), bq.detach().requires_grad_()
                 ga, gb = torch.autograd.grad(torch.cdist(ad, bd, p, mode), (ad, bd), grad.narrow(-1, off[q], counts[q]))
             da += ga
-            part += gb
-        return da, db, None, None, None, None
+            if part:
+                part[0] += gb
+        return da if ctx.needs_input_grad[0] else None, db, None, None, None, None
 
 
 def _combine(partial: torch.Tensor, p: float, comm, axis: int, counts: layout.Counts) -> torch.Tensor:
