@@ -70,11 +70,14 @@ def test_einsum_forms(comm):
     torch.testing.assert_close(torch.einsum("ba,bc", x.T, y).full(), expected)  # implicit output: labels sorted
 
 
-def test_einsum_contraction_over_split_is_reduce_scatter(comm):
+def test_einsum_moves_no_whole_operand(comm):
     a, b = th.distribute(torch.randn(6, 8), 1), th.distribute(torch.randn(8, 5), 0)
     with th.debug.comm_log() as log:
-        out = torch.einsum("ij,jk->ik", a, b)
-    assert [e.collective for e in log if e.collective != "alltoallv"] in (["reduce_scatter"], []) and out.split_dim is not None
+        out = torch.einsum("ij,jk->ik", a, b)  # contraction over the split label: one reduce-scatter
+    assert [e.collective for e in log] == (["alltoallv"] if comm.size > 1 else []) and out.split_dim == 0
+    with th.debug.comm_log() as log:
+        out = torch.einsum("bij,jk->bik", th.distribute(torch.randn(4, 3, 8), 0), torch.randn(8, 5))
+    assert not log and out.split_dim == 0  # a split batch label: local
 
 
 @pytest.mark.parametrize("dims, shape", [(2, (4, 5, 2)), (1, (5, 2)), (0, (2,)), (([1, 0], [0, 2]), (4, 5, 3)),
