@@ -193,7 +193,7 @@ def _rows(A: Operand, B: Operand, p, mode, comm, fn) -> Operand:
 def _condensed_counts(counts: layout.Counts, n: int) -> layout.Counts:
     """Entries of the condensed distance vector that belong to each rank's rows (row i has the
     pairs (i, j > i): n - 1 - i of them)."""
-    return tuple(sum(n - 1 - i for i in range(o, o + c)) for o, c in zip(layout.offsets(counts), counts))
+    return tuple(c * (n - 1) - c * (2 * o + c - 1) // 2 for o, c in zip(layout.offsets(counts), counts))
 
 
 def _pdist_sig(input, p=2):

@@ -169,6 +169,8 @@ def einsum_labels(inputs: List[str], output: str, operands: list, comm):
         x, lx = _contract(x, lx, y, ly, keep, sizes, comm)
     x, lx = _prepare(x, lx, sizes, output)
     x = _permuted(x, lx, output)
+    if any(x is t for t in operands):  # a new tensor (a view, as torch's), never the input itself
+        x = call(torch.permute, x, list(range(len(output))))
     if not isinstance(x, DistTensor):
         x = wrap(x, None, comm, x.shape)
     return x
