@@ -48,6 +48,10 @@ NAMED = {
                 | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid"},
 }
 
+# Contractions and distances (ops/einsum.py, ops/distance.py) in the linalg family.
+NAMED["linalg"] |= {"einsum", "tensordot", "kron", "cdist", "nn.functional.pdist", "nn.functional.pairwise_distance",
+                    "nn.functional.cosine_similarity"}
+
 # Ops of these families that are not checked, with the reason. Counted as not passed.
 EXCLUDED = {
     "nn.functional.rrelu": "training=True samples draw random slopes, so torch's own result is not reproducible; "
