@@ -79,3 +79,120 @@ def test_removed_aliases_raise_torchs_error(comm):
     for f in (torch.qr, torch.Tensor.qr):
         with pytest.raises(RuntimeError, match="deprecated"):
             f(x)
+
+
+# -- solvers -------------------------------------------------------------------------------------
+def spd(n):
+    a = torch.randn(n, n, **F64)
+    return a @ a.mT + n * torch.eye(n, **F64)
+
+
+SQUARE = {
+    "solve": lambda x, b: (torch.linalg.solve(x, b),),
+    "solve_vector": lambda x, b: (torch.linalg.solve(x, b[:, 0]),),
+    "inv": lambda x, b: (torch.linalg.inv(x),),
+    "det": lambda x, b: (torch.linalg.det(x),),
+    "slogdet": lambda x, b: (torch.linalg.slogdet(x)[1],),
+    "cholesky": lambda x, b: (torch.linalg.cholesky(x @ x.mT + 7 * torch.eye(7, **F64) if not isinstance(x, th.DistTensor)
+                                                    else x @ x.mT + th.distribute(7 * torch.eye(7, **F64))),),
+    "cholesky_upper": lambda x, b: (torch.linalg.cholesky(spd_like(x), upper=True),),
+    "solve_triangular": lambda x, b: (torch.linalg.solve_triangular(x.triu() + 9 * eye_like(x), b, upper=True),),
+    "solve_triangular_right": lambda x, b: (torch.linalg.solve_triangular(x.tril() + 9 * eye_like(x), b.mT, upper=False, left=False),),
+}
+
+
+def eye_like(x):
+    e = torch.eye(7, **F64)
+    return th.distribute(e) if isinstance(x, th.DistTensor) else e
+
+
+def spd_like(x):
+    return x @ x.mT + 7 * eye_like(x)
+
+
+@pytest.mark.parametrize("name", list(SQUARE))
+def test_square_solvers_and_gradients(comm, name):
+    a, b = torch.randn(7, 7, **F64), torch.randn(7, 2, **F64)
+    check_grads(lambda x: SQUARE[name](x, b), a, comm)
+
+
+def test_solve_with_split_right_hand_sides(comm):
+    a, b = torch.randn(6, 6, **F64), torch.randn(6, 5, **F64)
+    expected = torch.linalg.solve(a, b)
+    for sb in (0, 1):
+        x = torch.linalg.solve(th.distribute(a, 0), th.distribute(b, sb))
+        assert x.split_dim == sb
+        close(x, expected)
+
+
+def test_lstsq_tall(comm):
+    a, b = torch.randn(24, 3, **F64), torch.randn(24, 2, **F64)
+    check_grads(lambda x: (torch.linalg.lstsq(x, b).solution,), a, comm, splits=[(0, False), (0, True), (1, False)])
+    got = torch.linalg.lstsq(th.distribute(a, 0), b, driver="gelsd")
+    ref = torch.linalg.lstsq(a, b, driver="gelsd")
+    close(got.solution, ref.solution)
+    close(got.singular_values, ref.singular_values)
+    close(got.residuals, ref.residuals)
+
+
+def test_singular_and_bad_input_raise_torchs_errors_on_every_rank(comm):
+    sing = torch.randn(6, 6, **F64)
+    sing[:, 4] = sing[:, 1]
+    sing[:, 5] = 0
+    x = th.distribute(sing, 0)
+    for f in (torch.linalg.solve, lambda x, b: torch.linalg.inv(x)):
+        with pytest.raises(torch.linalg.LinAlgError, match="singular"):
+            f(x, torch.ones(6, 1, **F64))
+    assert float(torch.linalg.det(x)) == 0 or abs(float(torch.linalg.det(x))) < 1e-12
+    not_pd = -spd(6)
+    with pytest.raises(torch.linalg.LinAlgError, match="leading minor of order 1 is not positive-definite"):
+        torch.linalg.cholesky(th.distribute(not_pd, 1))
+    assert int(torch.linalg.cholesky_ex(th.distribute(not_pd, 1)).info) == 1
+    rect = th.distribute(torch.randn(6, 4, **F64), 0)
+    for f in (torch.linalg.inv, torch.linalg.det, torch.linalg.cholesky):
+        with pytest.raises(RuntimeError, match="square"):
+            f(rect)
+    with pytest.raises(RuntimeError):
+        torch.linalg.solve(th.distribute(torch.randn(6, 6), 0), torch.ones(6, 1, **F64))  # dtypes differ
+
+
+def test_square_solvers_move_no_whole_matrix(comm):
+    n = 12 * comm.size
+    a = th.distribute(spd(n), 0)
+    for f in (torch.linalg.inv, torch.linalg.det, torch.linalg.cholesky, lambda x: torch.linalg.solve(x, torch.ones(n, 1, **F64))):
+        with th.debug.comm_log() as log:
+            f(a)
+        assert not [e for e in log if e.collective in ("allgather", "gather") and e.nbytes * comm.size >= n * n * 8 // 2], log
+
+
+# -- the batch rule ------------------------------------------------------------------------------
+BATCHED = [
+    (torch.linalg.inv, 1), (torch.linalg.det, 1), (torch.linalg.slogdet, 1), (torch.linalg.cholesky, 1),
+    (torch.linalg.eigh, 1), (torch.linalg.eigvalsh, 1), (torch.linalg.svd, 1), (torch.linalg.svdvals, 1), (torch.linalg.qr, 1),
+    (torch.linalg.solve, 2), (torch.linalg.lstsq, 2), (torch.linalg.matrix_norm, 1), (torch.linalg.pinv, 1),
+    (torch.linalg.matrix_rank, 1), (torch.linalg.cond, 1), (torch.linalg.matrix_exp, 1), (torch.linalg.lu_factor, 1),
+    (torch.linalg.eigvals, 1),
+]
+
+
+@pytest.mark.parametrize("func, nargs", BATCHED, ids=lambda f: getattr(f, "__name__", str(f)))
+def test_batch_split_runs_locally(comm, func, nargs):
+    a = spd(4).expand(5, 2, 4, 4) + 0.1 * torch.randn(5, 2, 4, 4, **F64)
+    a = a @ a.mT
+    b = torch.randn(5, 2, 4, 3, **F64)
+    expected = func(*(a, b)[:nargs])
+    for split in (0, 1):
+        for skewed in (False, True):
+            x = placed(a, split, skewed, comm)
+            with th.debug.comm_log() as log:
+                got = func(*(x, th.distribute(b, split, counts=x.counts))[:nargs])
+            assert not [e for e in log if e.nbytes > 8], log  # the error agreement only
+            for g, e in zip(got if isinstance(got, tuple) else (got,), expected if isinstance(expected, tuple) else (expected,)):
+                if e.numel() and e.dim() > split:
+                    assert g.split_dim == split
+                close(g, e, f"split={split}")
+
+
+def test_batch_split_gradients(comm):
+    a = torch.randn(5, 3, 3, **F64)
+    check_grads(lambda x: (torch.linalg.inv(x), torch.linalg.det(x)), a, comm, splits=[(0, False), (0, True)])
