@@ -236,7 +236,7 @@ def cholesky(func, args, kwargs):
             sym = (a + a.mH) / 2
             a = a.detach() + (sym - sym.detach())
         ac = _columns(a.mH if upper else a)
-    ell, info = cholesky_columns(ac.local.tril(-ac.offset), ac._counts, a._comm)
+    ell, info = cholesky_columns(ac.local, ac._counts, a._comm)
     lower = wrap(ell, 1, a._comm, a._gshape, ac._counts)
     with distributed():
         out = lower.mH if upper else lower
