@@ -196,3 +196,34 @@ def test_batch_split_runs_locally(comm, func, nargs):
 def test_batch_split_gradients(comm):
     a = torch.randn(5, 3, 3, **F64)
     check_grads(lambda x: (torch.linalg.inv(x), torch.linalg.det(x)), a, comm, splits=[(0, False), (0, True)])
+
+
+# -- SVD and norms -------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(30, 3), (3, 30)], ids=str)
+def test_svd_of_tall_and_wide(comm, shape):
+    a = torch.randn(shape, **F64)
+    check_grads(lambda x: (torch.linalg.svdvals(x), torch.linalg.pinv(x)), a, comm)
+    for split, skewed in cases(a):
+        u, s, vh = torch.linalg.svd(placed(a, split, skewed, comm), full_matrices=False)
+        close((u * s) @ vh, a)
+        close(s, torch.linalg.svdvals(a))
+        k = min(shape)
+        torch.testing.assert_close((u.mH @ u).full(), torch.eye(k, **F64))
+    u, s, vh = torch.linalg.svd(placed(a, 0, False, comm), full_matrices=True)
+    torch.testing.assert_close((u.mH @ u).full(), torch.eye(u.shape[0], **F64))
+
+
+@pytest.mark.parametrize("ord", ["fro", "nuc", 1, -1, 2, -2, float("inf"), float("-inf")], ids=str)
+def test_matrix_norms(comm, ord):
+    a = torch.randn(24, 3, **F64)
+    check_grads(lambda x: (torch.linalg.matrix_norm(x, ord), torch.linalg.norm(x, ord), torch.linalg.cond(x) if ord == 2 else x.sum()),
+                a, comm, splits=[(0, False), (0, True), (1, False)])
+    assert int(torch.linalg.matrix_rank(th.distribute(a, 0))) == 3
+
+
+def test_cond_of_square_and_rank_deficient(comm):
+    a = torch.randn(6, 6, **F64)
+    for p in ("fro", 1, float("inf")):
+        close(torch.linalg.cond(th.distribute(a, 0), p), torch.linalg.cond(a, p))
+    low = torch.randn(30, 2, **F64) @ torch.randn(2, 4, **F64)
+    assert int(torch.linalg.matrix_rank(th.distribute(low, 0))) == 2

@@ -25,7 +25,7 @@ from torch._C import DisableTorchFunctionSubclass
 from .. import dispatch as d
 from ..ops.linalg import matmul_layout
 from ..tensor import DistTensor
-from . import batch, qr, solve  # noqa: F401  (register the torch.linalg rules)
+from . import batch, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, split: Optional[int] = None) -> DistTensor:
