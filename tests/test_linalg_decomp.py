@@ -227,3 +227,20 @@ def test_cond_of_square_and_rank_deficient(comm):
         close(torch.linalg.cond(th.distribute(a, 0), p), torch.linalg.cond(a, p))
     low = torch.randn(30, 2, **F64) @ torch.randn(2, 4, **F64)
     assert int(torch.linalg.matrix_rank(th.distribute(low, 0))) == 2
+
+
+# -- iterative -------------------------------------------------------------------------------------
+def test_cg_and_lanczos(comm):
+    a = spd(20)
+    b = torch.randn(20, **F64)
+    for split in (0, 1):
+        for skewed in (False, True):
+            x = th.linalg.cg(placed(a, split, skewed, comm), b, rtol=1e-12)
+            close(x, torch.linalg.solve(a, b), atol=1e-8, rtol=1e-8)
+            V, T = th.linalg.lanczos(placed(a, split, skewed, comm), 20)
+            close(V.mT @ V, torch.eye(20, **F64), atol=1e-8, rtol=0)
+            torch.testing.assert_close(torch.linalg.eigvalsh(T.full()), torch.linalg.eigvalsh(a))
+    V1, _ = th.linalg.lanczos(placed(a, 0, False, comm), 3)
+    assert V1.shape == (20, 3)
+    with pytest.raises(ValueError, match="square"):
+        th.linalg.cg(th.distribute(torch.randn(4, 3, **F64), 0), torch.ones(4, **F64))

@@ -26,6 +26,7 @@ from .. import dispatch as d
 from ..ops.linalg import matmul_layout
 from ..tensor import DistTensor
 from . import batch, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
+from .iterative import cg, lanczos
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, split: Optional[int] = None) -> DistTensor:
