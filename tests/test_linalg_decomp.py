@@ -244,3 +244,14 @@ def test_cg_and_lanczos(comm):
     assert V1.shape == (20, 3)
     with pytest.raises(ValueError, match="square"):
         th.linalg.cg(th.distribute(torch.randn(4, 3, **F64), 0), torch.ones(4, **F64))
+
+
+def test_norms_over_other_dims_and_batches(comm):
+    a = torch.randn(4, 5, 6, **F64)
+    for split in range(3):
+        x = th.distribute(a, split)
+        close(torch.linalg.norm(x), torch.linalg.norm(a))
+        close(torch.linalg.matrix_norm(x), torch.linalg.matrix_norm(a))
+        close(torch.linalg.matrix_norm(x, 1), torch.linalg.matrix_norm(a, 1))
+        close(torch.linalg.norm(x, dim=(-2, -1)), torch.linalg.norm(a, dim=(-2, -1)))
+        close(torch.linalg.inv(x[:, :5, :5]), torch.linalg.inv(a[:, :5, :5]))  # a matrix axis split: moved to the batch axis

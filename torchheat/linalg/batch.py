@@ -143,6 +143,29 @@ def _global_batch_index(error: Exception, start: int) -> Exception:
         return error
 
 
+def _trailing_matrices(name: str, args: tuple, kwargs: dict) -> bool:
+    """Whether a norm's ``dim`` names the last two axes (``linalg.norm`` never: its
+    ``dim=None`` is the flattened vector norm, so it goes to its own rule)."""
+    if name == "linalg.norm":
+        return False
+    if name != "linalg.matrix_norm":
+        return True
+    dim = args[2] if len(args) > 2 else kwargs.get("dim", (-2, -1))
+    nd = len(d.shape_of(args[0] if args else kwargs["A"]))
+    return isinstance(dim, (tuple, list)) and len(dim) == 2 and sorted(x % nd for x in dim) == [nd - 2, nd - 1]
+
+
+def _to_batch_axis(name: str, args: tuple, kwargs: dict):
+    """Batches of matrices split along a matrix axis, moved (one all-to-all each) to the
+    split of their first batch axis, so the batch rule applies; None for single matrices."""
+    cores = _cores(name, args, kwargs)
+    split = [(t, c) for t, c in cores if isinstance(t, DistTensor) and t._split is not None]
+    if not all(len(t._gshape) > c and t._gshape[0] > 0 for t, c in split):
+        return None
+    ids = {id(t) for t, _ in split}
+    return pytree.tree_map(lambda a: a.resplit(0) if id(a) in ids else a, (args, kwargs))
+
+
 def _handler(name: str) -> Callable:
     def handler(func, args, kwargs):
         if kwargs.get("out") is not None:
@@ -150,7 +173,14 @@ def _handler(name: str) -> Callable:
         ref, core = batch_split(name, args, kwargs)
         if ref is None:
             return d.no_rule(func, args, kwargs)
+        if not _trailing_matrices(name, args, kwargs):  # a norm over other dims: not a batch of matrices
+            return ALGORITHMS[name](func, args, kwargs)
         if ref is not False:
+            return run_batched(func, name, args, kwargs, ref, core)
+        moved = _to_batch_axis(name, args, kwargs)
+        if moved is not None:
+            args, kwargs = moved
+            ref, core = batch_split(name, args, kwargs)
             return run_batched(func, name, args, kwargs, ref, core)
         fn = ALGORITHMS.get(name)
         return fn(func, args, kwargs) if fn is not None else d.no_rule(func, args, kwargs)

@@ -107,7 +107,7 @@ def factor(a: torch.Tensor, counts: layout.Counts, comm, householder_rows: Optio
             u12 = torch.linalg.solve_triangular(l11, a[oj:oj + tj], upper=False, unitriangular=True)
             a[oj:oj + tj] = u12
             a[oj + tj:] -= l21 @ u12
-    return Factors(a, counts, perm, swaps, info, torch.cat(signs) if householder_rows is not None and signs else None)
+    return Factors(a, counts, perm, swaps, info, (torch.cat(signs) if signs else torch.zeros(0)) if householder_rows is not None else None)
 
 
 def tri_solve(t: torch.Tensor, counts: layout.Counts, comm, rhs: torch.Tensor, upper: bool, unit: bool = False,

@@ -150,6 +150,8 @@ def _lnorm_sig(A, ord=None, dim=None, keepdim=False, *, dtype=None, out=None):
 def norm(func, args, kwargs):
     """``linalg.norm``: a matrix norm for a string ``ord`` or two dims, else a vector norm."""
     x, ord, dim, keepdim, dtype = _lnorm_sig(*args, **kwargs)
+    if dim is None and ord is not None and x.dim() not in (1, 2):
+        d.raise_global_error(func, args, kwargs)
     with distributed():
         if ord is None or (dim is not None and not isinstance(dim, (tuple, list))) or (dim is not None and len(dim) == 1):
             return torch.linalg.vector_norm(x, 2 if ord is None else ord, dim, keepdim, dtype=dtype)
