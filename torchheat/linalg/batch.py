@@ -160,7 +160,7 @@ def _to_batch_axis(name: str, args: tuple, kwargs: dict):
     split of their first batch axis, so the batch rule applies; None for single matrices."""
     cores = _cores(name, args, kwargs)
     split = [(t, c) for t, c in cores if isinstance(t, DistTensor) and t._split is not None]
-    if not all(len(t._gshape) > c and t._gshape[0] > 0 for t, c in split):
+    if not all(len(t._gshape) > c for t, c in split):
         return None
     ids = {id(t) for t, _ in split}
     return pytree.tree_map(lambda a: a.resplit(0) if id(a) in ids else a, (args, kwargs))

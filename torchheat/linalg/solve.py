@@ -160,39 +160,25 @@ def logdet_parts(a: DistTensor):
     return _LogDet.apply(ac.local, ac._counts, a._comm)
 
 
-@batch.algorithm("linalg.det", "det")
-def det(func, args, kwargs):
-    """``linalg.det``: the product of U's diagonal and the sign of the row swaps."""
+@batch.algorithm("linalg.det", "det", "linalg.slogdet", "slogdet", "logdet")
+def determinant(func, args, kwargs):
+    """``det``, ``slogdet`` and ``logdet`` (NaN for a negative determinant, as torch): the
+    product of U's diagonal (summed as logarithms) and the sign of the row swaps."""
     a = args[0] if args else kwargs["A" if "A" in kwargs else "input"]
     _square(func, args, kwargs, a)
     if a.is_complex():
         return d.no_rule(func, args, kwargs)
     sign, logabs = logdet_parts(a)
-    return wrap(sign * logabs.exp(), None, a._comm, torch.Size(()))
 
+    def scalar(t):
+        return wrap(t, None, a._comm, torch.Size(()))
 
-@batch.algorithm("linalg.slogdet", "slogdet")
-def slogdet(func, args, kwargs):
-    """``linalg.slogdet``: the LU's diagonal, summed as logarithms."""
-    a = args[0] if args else kwargs["A" if "A" in kwargs else "input"]
-    _square(func, args, kwargs, a)
-    if a.is_complex():
-        return d.no_rule(func, args, kwargs)
-    sign, logabs = logdet_parts(a)
-    out = (wrap(sign, None, a._comm, torch.Size(())), wrap(logabs, None, a._comm, torch.Size(())))
-    return torch.return_types.slogdet(out) if func in (torch.slogdet, torch.Tensor.slogdet) else torch.return_types.linalg_slogdet(out)
-
-
-@batch.algorithm("logdet")
-def logdet(func, args, kwargs):
-    """``logdet``: ``log|det|``, NaN for a negative determinant (as torch)."""
-    a = args[0]
-    _square(func, args, kwargs, a)
-    if a.is_complex():
-        return d.no_rule(func, args, kwargs)
-    sign, logabs = logdet_parts(a)
-    return wrap(torch.where(sign < 0, torch.full_like(logabs, float("nan")), torch.where(sign == 0, -torch.inf, logabs)),
-                None, a._comm, torch.Size(()))
+    if func in (torch.linalg.det, torch.det, torch.Tensor.det):
+        return scalar(sign * logabs.exp())
+    if func in (torch.logdet, torch.Tensor.logdet):
+        return scalar(torch.where(sign < 0, torch.full_like(logabs, float("nan")), torch.where(sign == 0, -torch.inf, logabs)))
+    out = (scalar(sign), scalar(logabs))
+    return torch.return_types.linalg_slogdet(out) if func is torch.linalg.slogdet else torch.return_types.slogdet(out)
 
 
 # -- Cholesky ------------------------------------------------------------------------------------
