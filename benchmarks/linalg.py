@@ -14,6 +14,13 @@ Then ``torch.cdist(x, x)`` of a float32 ``--cdist-rows x 18`` matrix (the issue'
 split along its rows (the ring of row blocks; the result is split along the rows), timed
 in workers of their own so that its memory (a rank's peak growth over its share of the
 result) is measured apart from the products'. ``--cdist-rows 0`` leaves it out.
+
+A second table times the decompositions the same way: ``torch.linalg.qr`` of a float32
+``TSQR_ROWS x 64`` matrix split along its rows (TSQR), and ``torch.linalg.solve`` of a
+float32 ``SOLVE_N x SOLVE_N`` matrix split along its rows with one replicated right-hand
+side (column-block LU); memory as a multiple of the rank's share of the matrix. The
+issue's sizes are ``TSQR_ROWS=1000000 SOLVE_N=4096`` (environment variables; defaults
+200000 and 1024).
 """
 import argparse
 import importlib.util
@@ -112,6 +119,51 @@ def cdist_rows(args):
         row += f"{ms:>10.1f}{base / ms / p:>10.2f}{mem:>9.2f}x"
     print(row)
     print("mem: a rank's peak resident-memory growth / its share of the result")
+DECOMPS = ("qr (TSQR)", "solve")
+
+
+def decomp_operands():
+    g = torch.Generator().manual_seed(0)
+    rows, n = int(os.environ.get("TSQR_ROWS", 200000)), int(os.environ.get("SOLVE_N", 1024))
+    return torch.randn(rows, 64, generator=g), torch.randn(n, n, generator=g) + n ** 0.5 * torch.eye(n), torch.randn(n, 1, generator=g)
+
+
+def decomp_worker(args):
+    import torchheat as th
+
+    th.config.fallback = "error"
+    comm = th.get_comm()
+    tall, square, rhs = decomp_operands()
+    result, memory = {}, {}
+    for name, (a, fn) in zip(DECOMPS, [(tall, lambda x: torch.linalg.qr(x)), (square, lambda x: torch.linalg.solve(x, rhs))]):
+        x = th.distribute(a, 0)
+        fn(th.distribute(a[:64 * comm.size], 0) if name.startswith("qr") else x)  # first-call costs
+        base = peak_mib()
+        result[name] = scaling.best_ms(lambda _: fn(x), None, args.repeats, comm.barrier)
+        share = a.numel() * a.element_size() / comm.size / 2**20
+        memory[name] = max(comm.allgather_obj(peak_mib() - base)) / share
+        del x
+    if comm.rank == 0:
+        print(MARKER + json.dumps({"ms": result, "memory": memory}), flush=True)
+
+
+def decomp_table(args):
+    tall, square, rhs = decomp_operands()
+    base = {"qr (TSQR)": scaling.best_ms(lambda _: torch.linalg.qr(tall), None, args.repeats),
+            "solve": scaling.best_ms(lambda _: torch.linalg.solve(square, rhs), None, args.repeats)}
+    del tall, square
+    os.environ["LINALG_DECOMP"] = "1"
+    runs = {p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs}
+    del os.environ["LINALG_DECOMP"]
+    print(f"decompositions (float32, ms; torch in one process: qr {base['qr (TSQR)']:.1f}, solve {base['solve']:.1f})")
+    print(f"{'op':<10}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
+    for name in DECOMPS:
+        row = f"{name:<10}"
+        for p in args.procs:
+            ms, mem = runs[p]["ms"][name], runs[p]["memory"][name]
+            row += f"{ms:>10.1f}{base[name] / ms / p:>10.2f}{mem:>9.2f}x"
+        print(row)
+    print("mem: a rank's peak resident-memory growth / its share of the matrix")
 
 
 def main():
@@ -121,7 +173,7 @@ def main():
     args.cdist_rows, args.cdist_worker = own.cdist_rows, own.cdist_worker
     torch.set_num_threads(1)
     if args.worker:
-        return worker(args)
+        return decomp_worker(args) if os.environ.get("LINALG_DECOMP") else worker(args)
     rounds = []
     for _ in range(args.rounds):
         a, b = operands(args.n)
@@ -143,6 +195,7 @@ def main():
     print("mem: a rank's peak resident-memory growth over all products / its share of the two operands")
     if args.cdist_rows:
         cdist_rows(args)
+    decomp_table(args)
     return 0
 
 

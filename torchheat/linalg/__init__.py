@@ -1,7 +1,11 @@
-"""Linear algebra on DistTensors beyond torch's own signatures.
+"""Distributed linear algebra: decompositions, solvers and iterative methods.
 
 ``torch.matmul``, ``@`` and the other products run distributed through dispatch (see
-:mod:`torchheat.ops.linalg`); here are the calls that take a layout.
+:mod:`torchheat.ops.linalg`). The ``torch.linalg`` functions run here: batch-split
+operands locally (:mod:`.batch`), split matrices by TSQR and blocked QR (:mod:`.qr`),
+LU and triangular sweeps over column blocks (:mod:`.lu`, :mod:`.solve`), SVD and norms
+(:mod:`.svd`), symmetric eigensolvers (:mod:`.eigh`), and the iterative ``cg`` and
+``lanczos`` (:mod:`.iterative`). Here also are the calls that take a layout.
 
 Examples
 --------
@@ -18,9 +22,11 @@ from typing import Optional
 import torch
 from torch._C import DisableTorchFunctionSubclass
 
-from . import dispatch as d
-from .ops.linalg import matmul_layout
-from .tensor import DistTensor
+from .. import dispatch as d
+from ..ops.linalg import matmul_layout
+from ..tensor import DistTensor
+from . import batch, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
+from .iterative import cg, lanczos
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor, split: Optional[int] = None) -> DistTensor:
@@ -35,3 +41,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, split: Optional[int] = None) -> Dis
     comm = d.common_comm(t for t in (a, b) if isinstance(t, DistTensor))
     with DisableTorchFunctionSubclass():
         return matmul_layout(a, b, comm, split)
+
+
+batch.install()

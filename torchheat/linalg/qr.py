@@ -1,0 +1,176 @@
+"""QR decomposition of split matrices: TSQR for tall-skinny row-split matrices, a blocked
+Gram-Schmidt over the column blocks otherwise; the same Q and R as LAPACK.
+
+* **TSQR** (``m x n`` split along rows, every balanced chunk at least ``n`` rows): each rank
+  factors its chunk (``A_i = Q_i R_i``; a chunk of fewer than ``n`` rows is its own R), one
+  allgather stacks the small R's (at most ``p*n x n``), every rank factors the stack
+  (``Q_s R``) and keeps its piece: ``Q = Q_i @ Q_s[piece]``. Memory: the chunk plus the stack.
+* **Blocked** (split along columns, or a matrix TSQR does not fit): column block j is
+  orthogonalized by its owner (local QR of its panel), broadcast, and every later block is
+  projected against it twice (Gram-Schmidt with reorthogonalization; R's rows of each
+  rank's columns stay local). Memory: the chunk plus one ``m x b`` block.
+* **Signs**: QR is unique up to the signs of Q's columns. LAPACK's Householder QR takes the
+  signs that give ``tau`` in [1, 2]; reconstructing the Householder vectors from Q (an LU
+  of ``Q S - I`` on its top square, Ballard et al. 2014) finds those signs, so the results
+  are torch's (and independent of the process count).
+
+Both schemes are built from local torch ops and differentiable collectives, so gradients
+are exact. ``mode='complete'`` of a tall matrix adds the orthogonal complement from the
+reconstructed Householder vectors (``Q = I - V T V^H``), without gradient (as torch).
+
+Examples
+--------
+>>> import torch, torchheat as th
+>>> a = th.distribute(torch.randn(40, 3, dtype=torch.float64), split=0)
+>>> q, r = torch.linalg.qr(a)
+>>> q.split_dim, r.split_dim, torch.allclose((q @ r).full(), a.full())
+(0, None, True)
+"""
+from __future__ import annotations
+
+import torch
+
+from .. import dispatch as d, layout
+from ..comm import functional as cf
+from ..tensor import DistTensor, wrap
+from . import batch
+from .common import broadcast, distributed, eye_rows, needs_grad, tie
+from ..ops.linalg import matmul_layout
+from .lu import factor
+
+
+def _top_rows(q: torch.Tensor, counts, comm, k: int) -> tuple:
+    """The first ``k`` rows of a row-split Q, replicated (no gradient)."""
+    offs = layout.offsets(counts)
+    top = tuple(max(0, min(c, k - o)) for o, c in zip(offs, counts))
+    return comm.allgatherv(q[:top[comm.rank]].detach().contiguous(), top, 0)
+
+
+def _signs_rows(q: torch.Tensor, counts, comm, m: int) -> torch.Tensor:
+    """LAPACK's column signs for the row-split orthonormal Q (m rows)."""
+    n = q.shape[1]
+    top = _top_rows(q, counts, comm, n)
+    from ..comm.self import SelfCommunicator  # the small top square is factored on every rank
+    return factor(top, (n,), SelfCommunicator(), householder_rows=m).signs
+
+
+def tsqr(a: torch.Tensor, counts, comm):
+    """Q (this rank's rows) and R (replicated) of the row-split ``m x n`` matrix, m >= n."""
+    n, m = a.shape[1], sum(counts)
+    rows = tuple(min(c, n) for c in counts)
+    tall = a.shape[0] >= n
+    q1, r1 = torch.linalg.qr(a) if tall else (None, a)
+    stack = cf.all_gather(r1, comm, rows, 0)
+    q2, r = torch.linalg.qr(stack)
+    piece = cf.enter_replicated(q2, comm).narrow(0, layout.offsets(rows)[comm.rank], rows[comm.rank])
+    q = q1 @ piece if tall else piece
+    s = _signs_rows(q, counts, comm, m).to(a.dtype)
+    return q * s, s[:, None] * r
+
+
+def blocked_qr(a: torch.Tensor, counts, comm, m: int):
+    """Q and R of the column-split ``m x n`` matrix (local columns ``a``): Q's columns split
+    by the new counts, R's columns by ``counts``."""
+    n, p, r = sum(counts), comm.size, comm.rank
+    k = min(m, n)
+    offs = layout.offsets(counts)
+    qcounts = tuple(max(0, min(c, k - o)) for o, c in zip(offs, counts))
+    grad = needs_grad(a)
+    work, blocks, q_mine, qj = a, [], a.new_zeros(m, 0), a  # (qj: what the next broadcast follows)
+    for j in range(p):
+        oj, tj = offs[j], qcounts[j]
+        if tj == 0:
+            continue
+        if r == j:
+            qr_j, rjj = torch.linalg.qr(work[:, :tj])
+            rest = work[:, tj:]
+        qj = broadcast(qr_j if r == j else None, comm, j, (m, tj), a.dtype, a.device, grad, after=qj)
+        if r == j:
+            q_mine = qj
+            c1 = qj.mH @ rest
+            rest = rest - qj @ c1
+            c2 = qj.mH @ rest
+            blocks.append(torch.cat([rjj, c1 + c2], 1))
+            work = rest - qj @ c2
+        elif r > j:
+            c1 = qj.mH @ work
+            work = work - qj @ c1
+            c2 = qj.mH @ work
+            work = work - qj @ c2
+            blocks.append(c1 + c2)
+        else:
+            blocks.append(a.new_zeros(tj, a.shape[1]))
+    rr = tie(torch.cat(blocks, 0) if blocks else a.new_zeros(0, a.shape[1]), qj)
+    top = q_mine[:k].detach()
+    s = factor(top, qcounts, comm, householder_rows=m).signs.to(a.dtype)
+    qo = layout.offsets(qcounts)[r]
+    return tie(q_mine, qj) * s[qo:qo + qcounts[r]], s[:, None] * rr, qcounts
+
+
+def complement(q: torch.Tensor, counts, comm, m: int) -> torch.Tensor:
+    """This rank's rows of the complete ``m x m`` Q whose first columns are the row-split Q
+    (LAPACK's: from the reconstructed Householder vectors, ``I - V T V^H``)."""
+    n = q.shape[1]
+    from ..comm.self import SelfCommunicator
+    top = _top_rows(q, counts, comm, n)
+    f = factor(top, (n,), SelfCommunicator(), householder_rows=m)
+    lu = f.lu
+    ell, u = lu.tril(-1) + torch.eye(n, dtype=q.dtype), lu.triu()
+    start, count = layout.offsets(counts)[comm.rank], counts[comm.rank]
+    e = eye_rows(m, start, count, n, q.dtype, q.device)
+    v = torch.linalg.solve_triangular(u, q.detach() - e, upper=True, left=False)  # (Q - [I;0]) U^-1
+    t = -torch.linalg.solve_triangular(ell.mH, u, upper=True, left=False)  # -U L^-H
+    vd = wrap(v, 0, comm, torch.Size((m, n)), counts)
+    with distributed():
+        tv = wrap(t, None, comm, t.shape) @ vd.mH  # n x m, split along its columns
+        vtv = d.to_layout(matmul_layout(vd, tv, comm, 0), 0, counts)
+    return eye_rows(m, start, count, m, q.dtype, q.device) - vtv.local
+
+
+def _qr_sig(A, mode="reduced", *, out=None):
+    return A, mode
+
+
+def _tall_skinny(x: DistTensor) -> bool:
+    m, n = x._gshape[-2:]
+    return m >= n and min(layout.balanced_counts(m, x._comm.size)) >= n
+
+
+def qr_split(x: DistTensor, mode: str):
+    """``linalg.qr`` of a split matrix (a 2-D DistTensor split along one of its axes)."""
+    comm, (m, n) = x._comm, x._gshape
+    if _tall_skinny(x) or (x._split == 0 and m >= n and all(c >= n or c == 0 for c in x._counts)):
+        x = x if x._split == 0 else x.resplit(0)
+        q, r = tsqr(x.local, x._counts, comm)
+        rd = wrap(r, None, comm, r.shape)
+        if mode == "complete" and m > n:
+            with torch.no_grad():
+                q = complement(q, x._counts, comm, m)
+            r = torch.cat([r, r.new_zeros(m - n, n)]).detach()
+            return wrap(q, 0, comm, torch.Size((m, m)), x._counts), wrap(r, None, comm, r.shape)
+        qd = wrap(q, 0, comm, torch.Size((m, n)), x._counts)
+        return qd, rd
+    x = x if x._split == 1 else x.resplit(1)
+    q, r, qcounts = blocked_qr(x.local, x._counts, comm, m)
+    k = min(m, n)
+    qd = wrap(q, 1, comm, torch.Size((m, k)), qcounts)
+    rd = wrap(r, 1, comm, torch.Size((k, n)), x._counts)
+    if mode == "complete" and m > n:
+        with torch.no_grad():
+            rows = qd.resplit(0)
+            full = complement(rows.local, rows._counts, comm, m)
+        r = torch.cat([r, r.new_zeros(m - n, r.shape[1])]).detach()
+        return wrap(full, 0, comm, torch.Size((m, m)), rows._counts), wrap(r, 1, comm, torch.Size((m, n)), x._counts)
+    return qd, rd
+
+
+@batch.algorithm("linalg.qr")
+def qr(func, args, kwargs):
+    """``linalg.qr`` (``reduced``, ``r``, ``complete``) of a split matrix."""
+    x, mode = _qr_sig(*args, **kwargs)
+    if x.dim() != 2 or mode not in ("reduced", "r", "complete") or not (x.is_floating_point() or x.is_complex()):
+        return d.no_rule(func, args, kwargs) if x.dim() > 2 else d.raise_global_error(func, args, kwargs)
+    q, r = qr_split(x, mode)
+    if mode == "r":
+        q = wrap(q.local.new_zeros(0), None, x._comm, torch.Size((0,)))
+    return torch.return_types.linalg_qr((q, r))
