@@ -10,6 +10,7 @@ torch.Size([50, 3])
 True
 """
 from . import debug, dispatch, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import nn, optim, utils  # noqa: E402  (training: DataParallel, ShardedOptimizer, DataLoader)
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
 from .ops.creation import (
@@ -27,6 +28,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug", "io", "linalg",
+    "nn", "optim", "utils",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
