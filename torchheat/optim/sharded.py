@@ -71,7 +71,9 @@ class ShardedOptimizer(torch.optim.Optimizer):
             raise ValueError("LBFGS couples all parameters in one update and cannot be sharded per parameter")
         self.comm = comm if comm is not None else get_comm()
         self.optimizer_cls = optimizer_cls
-        super().__init__(params, kwargs)
+        # the wrapped optimizer's defaults (every hyperparameter, as its param_groups show them)
+        defaults = optimizer_cls([torch.zeros(1, requires_grad=True)], **kwargs).defaults
+        super().__init__(params, defaults)
         self._params = [p for g in self.param_groups for p in g["params"]]
         for p in self._params:
             if isinstance(p, DistTensor) and p.split_dim is not None:

@@ -29,7 +29,8 @@ Examples
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import math
+from typing import Optional
 
 import torch
 
@@ -121,7 +122,10 @@ class DistributedSampler(_Epochs):
 
     Every iteration is one epoch (the next one; :meth:`set_epoch` chooses it); with
     ``shuffle`` starting it is collective. Every rank yields ``len(sampler)`` batches; a
-    rank's share of a batch smaller than the number of ranks may be empty.
+    rank's share of a batch smaller than the number of ranks is empty, which torch's
+    default collate cannot stack: for per-rank batches choose ``batch_size`` a multiple of
+    the number of ranks and ``drop_last=True`` (equal shares: DataParallel's mean over ranks
+    is then the mean over the global batch).
 
     Examples
     --------
@@ -208,7 +212,7 @@ class DataLoader(_Epochs):
             return [t.index_select(0, indices) for t in locals_]
         route = Route(comm, indices, first.counts)
         asked = route.ask(indices.unsqueeze(1)).squeeze(1) - route.offset
-        rows = [t.index_select(0, asked).reshape(len(asked), -1).contiguous().view(torch.uint8) for t in locals_]
+        rows = [t.index_select(0, asked).reshape(len(asked), math.prod(t.shape[1:])).view(torch.uint8) for t in locals_]
         widths = [r.shape[1] for r in rows]
         back = route.answer(torch.cat(rows, 1))
         return [part.contiguous().view(t.dtype).reshape(len(indices), *t.shape[1:])
