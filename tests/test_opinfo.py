@@ -1,5 +1,5 @@
 """Torch's OpInfo database as a conformance suite for the pointwise, reduction, scan,
-softmax and shape families.
+softmax, shape and spectral families.
 
 For every OpInfo of these families, a few small sample inputs run with their tensors
 replicated and distributed along every axis (balanced, with rank 0 empty, and with the
@@ -33,6 +33,10 @@ NAMED = {
     "sorting": {"sort", "argsort", "msort", "topk", "kthvalue", "median", "nanmedian", "quantile", "nanquantile", "mode",
                 "unique", "unique_consecutive", "searchsorted", "bucketize", "histc", "histogram", "bincount", "isin",
                 "cov", "corrcoef"},
+    "indexing": {"__getitem__", "index_select", "gather", "take", "take_along_dim", "masked_select", "nonzero",
+                 "nonzero_static", "argwhere", "scatter", "scatter_add", "scatter_reduce", "index_add", "index_copy",
+                 "index_fill", "index_reduce", "put", "index_put", "masked_scatter", "select_scatter", "slice_scatter",
+                 "diagonal_scatter", "equal"},
     "shape": {"H", "T", "mH", "mT", "t", "transpose", "permute", "movedim", "squeeze", "unsqueeze", "narrow",
               "narrow_copy", "select", "clone", "contiguous", "reshape", "reshape_as", "view", "view_as", "flatten",
               "unflatten", "ravel", "cat", "stack", "hstack", "vstack", "dstack", "column_stack", "atleast_1d",
@@ -40,7 +44,13 @@ NAMED = {
               "constant_pad_nd", "repeat", "tile", "repeat_interleave", "diag", "diagonal", "diag_embed", "diagflat",
               "tril", "triu", "trace", "expand", "expand_as", "broadcast_to", "split", "split_with_sizes", "chunk",
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
+    "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
+                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid"},
 }
+
+# Contractions and distances (ops/einsum.py, ops/distance.py) in the linalg family.
+NAMED["linalg"] |= {"einsum", "tensordot", "kron", "cdist", "nn.functional.pdist", "nn.functional.pairwise_distance",
+                    "nn.functional.cosine_similarity"}
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.
 EXCLUDED = {
@@ -48,13 +58,9 @@ EXCLUDED = {
                            "for split input torchheat raises NotDistributedError by design",
     "norm.nuc": "the nuclear norm is a sum of singular values: an SVD (linalg family), not a reduction",
     "unbind": "unbind along the split axis would give tensors that each live on one rank: NotDistributedError by design",
-    "expand_as": "a plain input expanded as a DistTensor: the rule reads the input's layout (fix pending)",
-    "reshape_as": "a plain input reshaped as a DistTensor: the rule reads the input's layout (fix pending)",
-    "view_as": "a plain input viewed as a DistTensor (fix pending); and view raises where rows would span ranks",
-    "vstack": "fails on its OpInfo samples like stack (AttributeError on None)",
-    "dstack": "fails on its OpInfo samples like stack (AttributeError on None)",
+    "view_as": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape "
+               "copies)",
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
-    "tensor_split": "fails on one of its OpInfo samples at 3 processes (under investigation)",
 }
 
 
@@ -173,7 +179,7 @@ def compare_outputs(got, expected, where):
 def weighted_loss(outputs, weights):
     loss = 0
     for o, w in zip(outputs, weights):
-        loss = loss + (torch.view_as_real(o) if o.is_complex() else o).mul(w).sum()
+        loss = loss + (torch.view_as_real(o.resolve_conj()) if o.is_complex() else o).mul(w).sum()
     return loss
 
 
@@ -197,7 +203,7 @@ def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list):
     weights, ref_grads = None, None
     if ref_outs:
         gen = torch.Generator().manual_seed(0)
-        weights = [torch.randn((torch.view_as_real(o) if o.is_complex() else o).shape, generator=gen, dtype=o.real.dtype)
+        weights = [torch.randn((torch.view_as_real(o.resolve_conj()) if o.is_complex() else o).shape, generator=gen, dtype=o.real.dtype)
                    for o in ref_outs]
         try:
             weighted_loss(ref_outs, weights).backward()

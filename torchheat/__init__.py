@@ -9,8 +9,10 @@ torch.Size([50, 3])
 >>> float(x.sum()) == 3 * sum(range(50))
 True
 """
-from . import debug, dispatch, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
-from . import nn, optim, utils  # noqa: E402  (training: DataParallel, ShardedOptimizer, DataLoader)
+from . import base, debug, dispatch, fft, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import decomposition  # noqa: F401  (after ops: estimators use the rules)
+from . import nn, optim, utils  # noqa: F401  (training: DataParallel, ShardedOptimizer, DataLoader)
+from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
 from .ops.creation import (
@@ -27,8 +29,8 @@ from .tensor import DistTensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug", "io", "linalg",
-    "nn", "optim", "utils",
+    "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm",
+    "debug", "fft", "io", "linalg", "decomposition", "nn", "optim", "utils",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",

@@ -24,7 +24,7 @@ import torch
 from .. import dispatch as d, layout
 from ..comm import functional as cf
 from ..tensor import DistTensor, wrap
-from .shape import call, global_meta, split_rule, view_of
+from .shape import call, global_meta, is_split, split_rule, view_of
 
 
 def _diag_len(rows: int, cols: int, offset: int) -> int:
@@ -136,3 +136,21 @@ def diagflat(func, args, kwargs):
     """``diagflat``: ``diag`` of the flattened input."""
     global_meta(func, args, kwargs)
     return call(torch.diag, call(torch.reshape, args[0], (-1,)), _arg(args, kwargs, 1, "offset", 0))
+
+
+@split_rule("diagonal_scatter")
+def diagonal_scatter(func, args, kwargs):
+    """``diagonal_scatter(x, src, offset, dim1, dim2)``: a copy of x whose diagonal (the view
+    of :func:`diagonal`) takes ``src`` in the diagonal's layout; a replicated x takes the
+    whole of src."""
+    x, src = args[0], args[1] if len(args) > 1 else kwargs["src"]
+    rest = {k: v for k, v in kwargs.items() if k not in ("input", "src")}
+    meta = global_meta(func, args, kwargs)
+    if not is_split(x):
+        comm = d.common_comm([t for t in (x, src) if isinstance(t, DistTensor)])
+        whole = d.to_layout(src, None, None).local
+        local = x.local if isinstance(x, DistTensor) else x
+        return wrap(torch.diagonal_scatter(local, whole, *args[2:], **rest), None, comm, meta.shape, None)
+    out = wrap(x.local.clone(), x._split, x._comm, x._gshape, x._counts)
+    call(torch.Tensor.copy_, call(torch.diagonal, out, *args[2:], **rest), src)
+    return out

@@ -618,6 +618,25 @@ def _nonzero(func, args, kwargs):
 _WHERE = set(d.aliases("where"))
 
 
+def _nonzero_static(func, args, kwargs):
+    """``nonzero_static(x, size=, fill_value=-1)``: the first ``size`` rows of ``nonzero``,
+    padded with ``fill_value`` rows on the last rank."""
+    x = args[0]
+    if not isinstance(x, DistTensor) or x._split is None or not len(x._gshape):
+        return d.no_rule(func, args, kwargs)
+    _check_on_meta(func, args, kwargs)
+    size, fill = kwargs["size"], kwargs.get("fill_value", -1)
+    nz = nonzero_split(x)
+    n, ndim = nz._gshape
+    if n >= size:
+        return getitem(None, (nz, slice(0, size)), {})
+    counts = nz._counts[:-1] + (nz._counts[-1] + size - n,)
+    local = nz.local
+    if x._comm.rank == x._comm.size - 1:
+        local = torch.cat([local, local.new_full((size - n, ndim), fill)])
+    return wrap(local, 0, x._comm, torch.Size([size, ndim]), counts)
+
+
 def _where(func, args, kwargs):
     if len(args) + len(kwargs) == 1:
         return _nonzero(func, args, kwargs)
@@ -716,6 +735,9 @@ def gather(func, args, kwargs):
     if kwargs.get("sparse_grad") or kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
     _check_on_meta(torch.gather, (x, dim, index), {})
+    if index.dtype != torch.int64:  # an int32 index, or an empty one of any dtype: not a mask
+        index = (wrap(index.local.long(), index._split, index._comm, index._gshape, index._counts)
+                 if isinstance(index, DistTensor) else index.long())
     comm = _comm_of(x, index)
     shape, ishape = d.shape_of(x), d.shape_of(index)
     dim = layout.normalize_axis(dim, max(len(shape), 1))
@@ -747,7 +769,10 @@ def take(func, args, kwargs):
     n = shape.numel()
     agree_range(comm, index, n, lambda k: IndexError(f"out of range: tried to access index {k} on a tensor of {n} elements."))
     x = _as_dist(x, comm)
-    if not len(shape) or x._split is None and not isinstance(index, DistTensor):
+    if x._split is None:
+        if isinstance(index, DistTensor) and index._split is not None:  # each rank takes its own indices
+            local = torch.take(cf.enter_replicated(x.local, comm), index.local)
+            return wrap(local, index._split, comm, index._gshape, index._counts)
         return d.wrap_replicated(d.run_local(torch.take, (x.local, index), {}), comm)
     t = index.local if isinstance(index, DistTensor) else index
     t = torch.where(t < 0, t + n, t)
@@ -1055,6 +1080,10 @@ def masked_scatter(func, args, kwargs):
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = x._comm
+    if func not in d.INPLACE:  # the out-of-place form broadcasts the input with the mask
+        x = _expand(x, layout.broadcast_shapes(tuple(x._gshape), tuple(d.shape_of(mask))), comm)
+        if x._split is None:
+            return replicated_call(func, (x, mask, source), {})
     mask = _expand(mask, x._gshape, comm)
     nz = nonzero_split(_as_dist(mask, comm) if isinstance(mask, DistTensor) else
                        wrap(mask.narrow(x._split, x.offset, x._counts[comm.rank]), x._split, comm, x._gshape, x._counts))
@@ -1063,7 +1092,10 @@ def masked_scatter(func, args, kwargs):
         raise RuntimeError("masked_scatter: expected source to have at least as many elements as ones in mask")
     src = _flatten(source, comm) if isinstance(source, DistTensor) else source.reshape(-1)
     src = getitem(None, (_as_dist(src, comm), slice(0, n)), {})
-    src = d.to_layout(src, 0, nz._counts) if src._split is not None else src.local.narrow(0, nz.offset, nz._counts[comm.rank])
+    if src._split is not None:
+        src = d.to_layout(src, 0, nz._counts)
+    else:  # each rank writes its part of a replicated source: its gradient is summed over ranks
+        src = d.replicated_operand(src, comm, 0, nz.offset, nz._counts[comm.rank])
     coords = [wrap(nz.local[:, k], 0, comm, torch.Size([n]), nz._counts) for k in range(len(x._gshape))]
     out = _clone_unless_inplace(func, x)
     put_elements(out, coords, src if isinstance(src, DistTensor) else wrap(src, 0, comm, torch.Size([n]), nz._counts))
@@ -1090,6 +1122,7 @@ def select_scatter(func, args, kwargs):
 
 d.register([torch.Tensor.__getitem__], getitem)
 d.register(d.aliases("nonzero") + d.aliases("argwhere"), _nonzero)
+d.register(d.aliases("nonzero_static"), _nonzero_static)
 d.register(d.aliases("where"), _where)
 d.register(d.aliases("index_select"), index_select)
 d.register(d.aliases("gather"), gather)

@@ -63,14 +63,21 @@ def _mine(counts, comm):
     return layout.offsets(counts)[comm.rank], counts[comm.rank]
 
 
-def _ring(block: torch.Tensor, counts: layout.Counts, axis: int, comm):
+def _ring(block: torch.Tensor, counts: layout.Counts, axis: int, comm, acc: Optional[torch.Tensor] = None):
     """Yield ``(q, block_q)`` for every rank q: first this rank's own block, then the others'
     as they come around the ring (each rank passes on the block it holds to the next rank).
-    The next block is received while the caller works with the current one."""
+    The next block is received while the caller works with the current one.
+
+    With ``acc`` (a tensor shaped like ``block``), every step yields ``(q, block_q, part_q)``
+    instead: the caller adds its contribution to block q into the zero tensor ``part_q``; the
+    sums travel one step behind their block (received while the caller works) and at the end
+    ``acc`` holds every rank's contribution to this rank's block, summed (the gradient of a
+    travelling operand)."""
     p, r = comm.size, comm.rank
     current, q = block.contiguous(), r
     if p > 1:
-        debug.record("ring", block.numel() * block.element_size() * (p - 1), p)
+        debug.record("ring", block.numel() * block.element_size() * (p - 1) * (1 if acc is None else 2), p)
+    arriving, sends, total = None, [], None
     for step in range(p):
         requests = []
         if step < p - 1:
@@ -82,11 +89,31 @@ def _ring(block: torch.Tensor, counts: layout.Counts, axis: int, comm):
                 requests.append(comm.isend(current, (r + 1) % p, _RING_TAG))
             if incoming.numel():
                 requests.append(comm.irecv(incoming, (r - 1) % p, _RING_TAG))
-        yield q, current
+        if acc is None:
+            yield q, current
+        else:
+            total = torch.zeros_like(current)
+            yield q, current, total
+            if arriving is not None:  # the earlier ranks' sums for block q
+                for request in arriving[1]:
+                    request.wait()
+                total += arriving[0]
+            for request in sends:
+                request.wait()
+            if p > 1:  # pass the sums on; receive those of the next block (at the last step: my own)
+                sends = [comm.isend(total, (r + 1) % p, _RING_TAG + 1)] if total.numel() else []
+                buf = torch.empty(shape if step < p - 1 else acc.shape, dtype=acc.dtype, device=acc.device)
+                arriving = (buf, [comm.irecv(buf, (r - 1) % p, _RING_TAG + 1)] if buf.numel() else [])
         for request in requests:
             request.wait()
         if step < p - 1:
             current, q = incoming, nq
+    if acc is not None:
+        if p > 1:
+            for request in arriving[1] + sends:
+                request.wait()
+            total = arriving[0]
+        acc.copy_(total)
 
 
 def _ring_product(a, b, kind: str, counts, comm) -> torch.Tensor:
@@ -338,10 +365,11 @@ def matmul_layout(a, b, comm, split: Optional[int] = None, shape=None) -> DistTe
     return result
 
 
-def _batch_product(A: Operand, B: Operand, shape, nd: int, comm) -> Operand:
+def _batch_product(A: Operand, B: Operand, shape, nd: int, comm, fn=torch.matmul) -> Operand:
     """A product with an operand split along a batch axis that the result keeps: the other
     operand joins that layout (or is replicated where it broadcasts), then each rank
-    multiplies its batches."""
+    multiplies its batches (``fn``: any batched function of two stacks of matrices that
+    broadcasts their batch axes as matmul does, e.g. cdist)."""
     ref = None
     for x in (A, B):
         if x.split is not None and x.split >= 0:
@@ -363,8 +391,8 @@ def _batch_product(A: Operand, B: Operand, shape, nd: int, comm) -> Operand:
             start, count = _mine(ref[1], comm)
             locals_.append(d.replicated_operand(y, comm, axis if full else -1, start, count))
     if ref is None:
-        return Operand(locals_[0] @ locals_[1], None, None)
-    return Operand(locals_[0] @ locals_[1], ref[0], ref[1])
+        return Operand(fn(locals_[0], locals_[1]), None, None)
+    return Operand(fn(locals_[0], locals_[1]), ref[0], ref[1])
 
 
 def _extent(x: Operand, axis: int) -> int:

@@ -28,7 +28,7 @@ from .. import dispatch as d, layout
 from ..comm import functional as cf
 from ..config import NotDistributedError
 from ..tensor import DistTensor, relayout, wrap
-from .shape import global_meta, split_rule, view_of
+from .shape import global_meta, shaped_as_other, split_rule, view_of
 
 VIEW_ERROR = ("view size is not compatible with input tensor's size and stride (at least one dimension spans across "
               "two contiguous subspaces). Use .reshape(...) instead.")
@@ -115,6 +115,8 @@ def _flat_exchange(x: DistTensor, shape: torch.Size) -> DistTensor:
 def reshape(func, args, kwargs):
     """``reshape``, ``flatten``, ``unflatten``, ``ravel``, ``reshape_as``: a view of each chunk
     where the rows survive, otherwise one exchange into the balanced layout."""
+    if not isinstance(args[0], DistTensor):
+        return shaped_as_other(func, args, kwargs)
     return reshaped(args[0], global_meta(func, args, kwargs).shape)
 
 
@@ -124,6 +126,8 @@ def view(func, args, kwargs):
     span ranks. ``view(dtype)`` reinterprets each chunk (not along a split last axis when the
     element size changes)."""
     x = args[0]
+    if not isinstance(x, DistTensor):
+        return shaped_as_other(func, args, kwargs)
     meta = global_meta(func, args, kwargs)
     dtype = args[1] if len(args) > 1 and isinstance(args[1], torch.dtype) else kwargs.get("dtype")
     if dtype is None:

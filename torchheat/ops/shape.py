@@ -24,6 +24,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
+from ..comm import functional as cf
 from ..config import NotDistributedError
 from ..tensor import DistTensor, relayout, wrap
 
@@ -46,9 +47,31 @@ def _target_shape(func, args, kwargs):
     return out.shape
 
 
+def shaped_as_other(func, args, kwargs):
+    """``expand_as``/``reshape_as``/``view_as`` of a plain tensor to a DistTensor's shape: the
+    plain input is whole on every rank, so each rank keeps its part of the result in the
+    other's layout (a view of the input where torch gives one)."""
+    x, other = args[0], args[1] if len(args) > 1 else kwargs["other"]
+    method = {torch.Tensor.expand_as: torch.Tensor.expand, torch.Tensor.reshape_as: torch.Tensor.reshape,
+              torch.Tensor.view_as: torch.Tensor.view}[func]
+    if other._split is not None:  # each rank's gradient is a part of the input's
+        x = cf.enter_replicated(x, other._comm)
+    try:
+        whole = method(x, tuple(other._gshape))
+    except Exception as err:
+        raise err.with_traceback(None) from None
+    if other._split is None:
+        return wrap(whole, None, other._comm, whole.shape, None)
+    start = layout.offsets(other._counts)[other._comm.rank]
+    local = whole.narrow(other._split, start, other._counts[other._comm.rank])
+    return wrap(local, other._split, other._comm, whole.shape, other._counts)
+
+
 def expand(func, args, kwargs):
     """``expand`` / ``expand_as`` / ``broadcast_to`` of a DistTensor."""
     x = args[0]
+    if func is torch.Tensor.expand_as and not isinstance(x, DistTensor):
+        return shaped_as_other(func, args, kwargs)
     gshape = _target_shape(func, args, kwargs)
     if not isinstance(x, DistTensor) or x._split is None:
         local = x.local if isinstance(x, DistTensor) else x
@@ -74,6 +97,10 @@ def _global_pieces(func, x: DistTensor, args, kwargs):
         raise err.with_traceback(None) from None
 
 
+def _whole(a):
+    return a.full() if isinstance(a, DistTensor) else a
+
+
 def pieces(func, args, kwargs):
     """``split, chunk, tensor_split, split_with_sizes, unbind, hsplit, vsplit, dsplit``.
 
@@ -82,10 +109,13 @@ def pieces(func, args, kwargs):
     chunk, with the piece's (possibly empty, unbalanced) counts. ``unbind`` along the split
     axis would give tensors that live on one rank each and raises NotDistributedError.
     """
+    comm = d.common_comm([a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, DistTensor)])
+    # tensor_split's indices (or sections) as a tensor: torch reads its values on the host too
+    args, kwargs = args[:1] + pytree.tree_map(_whole, args[1:]), pytree.tree_map(_whole, kwargs)
     x = args[0]
     if not isinstance(x, DistTensor) or x._split is None:
-        return d.wrap_replicated(d.run_local(func, args, kwargs), x._comm)
-    split, comm = x._split, x._comm
+        return d.wrap_replicated(d.run_local(func, args, kwargs), comm)
+    split = x._split
     meta = _global_pieces(func, x, args, kwargs)
     if all(p.dim() == len(x._gshape) and p.shape[split] == x._gshape[split] for p in meta):
         local = d.run_local(func, args, kwargs)  # the split axis is not cut: every rank splits its chunk
@@ -140,7 +170,11 @@ def split_rule(*funcs):
 
 
 def call(func, *args, **kwargs):
-    """Call a torch function on DistTensors from inside a handler (dispatch as for the user)."""
+    """Call a torch function on DistTensors from inside a handler (dispatch as for the user;
+    plain torch when no operand is a DistTensor)."""
+    if not any(isinstance(a, DistTensor) for a in pytree.tree_leaves((args, kwargs))):
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*args, **kwargs)
     return DistTensor.__torch_function__(func, (DistTensor,), args, kwargs)
 
 

@@ -1,0 +1,97 @@
+"""torch.fft on split tensors at 1 and 2 processes against plain torch, one thread each.
+
+    python benchmarks/fft.py [--full] [--repeats 3] [--rounds 2] [--procs 1 2]
+
+Transforms (the issue's sizes with ``--full``; by default each side is a quarter, or the
+1-D length a sixteenth, so that the run fits a small shared machine):
+  fft2   a 4096 x 4096 complex64 tensor split along its rows (a slab: two all-to-alls);
+  fft    a 1-D complex64 signal of 2^24 split along its axis (the four-step FFT: three
+         all-to-alls and two small rebalancing exchanges);
+  rfftn  a 256^3 float32 tensor split along axis 0 (a pencil: the other two axes first).
+Plain torch runs in this process; every p runs under ``mpiexec -n p`` (benchmarks/scaling.py's
+launcher). ``--rounds`` alternate all columns; every entry is the best of all its runs (ms).
+Prints time, speedup over torch and parallel efficiency (speedup / p).
+Targets at 2 processes: efficiency >= 0.8 for fft2, >= 0.6 for the 1-D fft.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import sys
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("scaling", os.path.join(HERE, "scaling.py"))
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)  # the shared launcher and timer of the benchmarks
+
+MARKER = "FFT_RESULT "
+
+
+def cases(full: bool):
+    """name -> (global shape, dtype, transform)."""
+    side, n, cube = (4096, 2**24, 256) if full else (1024, 2**20, 128)
+    return {
+        f"fft2 {side}^2 c64": ((side, side), torch.complex64, torch.fft.fft2),
+        f"fft 2^{n.bit_length() - 1} c64": ((n,), torch.complex64, torch.fft.fft),
+        f"rfftn {cube}^3 f32": ((cube,) * 3, torch.float32, torch.fft.rfftn),
+    }
+
+
+def data(shape, dtype):
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(shape, dtype=dtype, generator=gen)
+
+
+def worker(args):
+    import torchheat as th
+
+    th.config.fallback = "error"  # no rule means a failure, never a gather
+    comm = th.get_comm()
+    result = {}
+    for name, (shape, dtype, fn) in cases(args.full).items():
+        x = th.distribute(data(shape, dtype), split=0)
+        result[name] = scaling.best_ms(fn, x, args.repeats, comm.barrier)
+        del x
+    if comm.rank == 0:
+        print(MARKER + json.dumps(result), flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="the issue's sizes (4096^2, 2^24, 256^3)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--mpiexec", default=shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    if args.worker:
+        return worker(args)
+    options = ["--repeats", str(args.repeats)] + (["--full"] if args.full else [])
+    rounds = []
+    for _ in range(args.rounds):
+        times = {"torch": {}}
+        for name, (shape, dtype, fn) in cases(args.full).items():
+            times["torch"][name] = scaling.best_ms(fn, data(shape, dtype), args.repeats)
+        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
+        rounds.append(times)
+    best = {c: {name: min(r[c][name] for r in rounds) for name in rounds[0]["torch"]} for c in ["torch", *args.procs]}
+    print(f"1 thread per process, best of {args.rounds} rounds x {args.repeats} runs (ms)")
+    head = f"{'transform':<22}{'torch':>9}" + "".join(f"{f'p={p}':>9}" for p in args.procs)
+    print(head + "".join(f"{f'speedup p={p}':>13}" for p in args.procs) + "".join(f"{f'eff p={p}':>9}" for p in args.procs))
+    for name, base in best["torch"].items():
+        ms = [best[p][name] for p in args.procs]
+        row = f"{name:<22}{base:>9.1f}" + "".join(f"{t:>9.1f}" for t in ms)
+        row += "".join(f"{base / t:>13.2f}" for t in ms) + "".join(f"{base / t / p:>9.2f}" for t, p in zip(ms, args.procs))
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
