@@ -11,6 +11,7 @@ True
 """
 from . import base, debug, dispatch, fft, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
 from . import decomposition  # noqa: F401  (after ops: estimators use the rules)
+from . import nn, optim, utils  # noqa: F401  (training: DataParallel, ShardedOptimizer, DataLoader)
 from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
@@ -29,7 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm",
-    "debug", "fft", "io", "linalg", "decomposition",
+    "debug", "fft", "io", "linalg", "decomposition", "nn", "optim", "utils",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",

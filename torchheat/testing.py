@@ -103,3 +103,34 @@ def _agree(comm, problem: Optional[str]) -> None:
     failed = [(r, p) for r, p in enumerate(comm.allgather_obj(problem)) if p is not None]
     if failed:
         raise AssertionError(f"on rank(s) {[r for r, _ in failed]}: {failed[0][1]}")
+
+
+def assert_replicated_close(actual, expected, *, rtol: Optional[float] = None, atol: Optional[float] = None, comm=None) -> None:
+    """Assert plain tensors (one or a list) are bitwise the same on every rank and close to
+    ``expected`` (``None`` entries must match ``None``: gradients that were never made).
+    Collective: the ranks agree on the outcome.
+
+    >>> import torch
+    >>> assert_replicated_close([torch.ones(2), None], [torch.ones(2), None])
+    """
+    comm = comm or get_comm()
+    actual = list(actual) if isinstance(actual, (list, tuple)) else [actual]
+    expected = list(expected) if isinstance(expected, (list, tuple)) else [expected]
+    problem = None
+    try:
+        assert len(actual) == len(expected), f"{len(actual)} tensors != {len(expected)} expected"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            assert (a is None) == (e is None), f"tensor {i}: {'None' if a is None else 'a tensor'} != expected {e is not None and 'a tensor' or 'None'}"
+            if a is not None:
+                torch.testing.assert_close(a.detach(), e.detach(), rtol=rtol, atol=atol, msg=lambda m, i=i: f"tensor {i}: {m}")
+    except AssertionError as err:
+        problem = str(err)
+    _agree(comm, problem)
+    mine = [None if a is None else a.detach().cpu() for a in actual]
+    first = comm.allgather_obj(mine)[0] if comm.size > 1 else mine
+    try:
+        for i, (a, r0) in enumerate(zip(mine, first)):
+            assert (a is None) == (r0 is None) and (a is None or torch.equal(a, r0)), f"tensor {i} differs from rank 0's"
+    except AssertionError as err:
+        problem = str(err)
+    _agree(comm, problem)

@@ -112,6 +112,10 @@ class Communicator(abc.ABC):
         """Start a receive into ``t``; returns an object with ``wait()``."""
 
     @abc.abstractmethod
+    def _iallreduce(self, t: torch.Tensor, op: str) -> Any:
+        """Start an in-place reduction of a contiguous tensor; returns an object with ``wait()``."""
+
+    @abc.abstractmethod
     def _allgather_obj(self, obj: Any) -> List[Any]: ...
 
     @abc.abstractmethod
@@ -146,6 +150,31 @@ class Communicator(abc.ABC):
     def irecv(self, t: torch.Tensor, source: int, tag: int = 0) -> Request:
         """Start receiving into ``t`` from ``source``; ``t`` holds the message after ``wait()``."""
         return Request(self, self._irecv(t, source, tag))
+
+    def iallreduce(self, t: torch.Tensor, op: str = "sum") -> Request:
+        """Start an elementwise reduction over ranks of ``t`` IN PLACE; ``t`` holds the result
+        after the returned request's ``wait()``. Every rank starts the same reductions in the
+        same order. Unlike :meth:`allreduce` nothing is converted: ``t`` must be contiguous, of
+        a 32/64-bit float or an integer dtype, and a float ``max``/``min`` is not offered (its
+        NaN handling is the backend's).
+
+        >>> import torch, torchheat as th
+        >>> t = torch.ones(3)
+        >>> req = th.get_comm().iallreduce(t)      # ... compute meanwhile ...
+        >>> req.wait()
+        >>> t.tolist() == [float(th.get_comm().size)] * 3
+        True
+        """
+        check_op(op, t.dtype)
+        if op in ("land", "lor") or t.dtype in (torch.bool, torch.float16, torch.bfloat16) or t.dtype.is_complex:
+            raise ValueError(f"iallreduce reduces real 32/64-bit floats and integers with 'sum', 'prod', 'max' or 'min', "
+                             f"got op={op!r} on {t.dtype}; use allreduce")
+        if t.is_floating_point() and op in ("max", "min"):
+            raise ValueError(f"iallreduce has no floating-point op={op!r} (NaN handling differs between backends); use allreduce")
+        if not t.is_contiguous():
+            raise ValueError("iallreduce works in place on a contiguous tensor, got a non-contiguous one")
+        debug.record("iallreduce", nbytes(t), self.size)
+        return Request(self, self._iallreduce(t.detach(), op))
 
     @blocking("allgather_obj")
     def allgather_obj(self, obj: Any) -> List[Any]:

@@ -8,12 +8,12 @@ or an Open MPI/MPICH build that reports it), else they are staged through host m
 from __future__ import annotations
 
 import os
-import sys
 from typing import List, Optional
 
 import torch
 
 from .base import Communicator
+from .timeout import abort_on_uncaught_exception
 
 from mpi4py import MPI  # noqa: E402  (imported only when this backend is chosen)
 
@@ -80,19 +80,6 @@ class _Request:
             self._finish()
 
 
-def _abort_on_uncaught_exception() -> None:
-    """An exception that ends one rank's program aborts the job instead of leaving the
-    other ranks waiting in a collective forever."""
-    previous = sys.excepthook
-
-    def hook(kind, value, tb):
-        previous(kind, value, tb)
-        sys.stderr.flush()
-        MPI.COMM_WORLD.Abort(1)
-
-    sys.excepthook = hook
-
-
 class MPICommunicator(Communicator):
     """Communicator over an ``mpi4py.MPI.Comm`` (default ``COMM_WORLD``).
 
@@ -110,7 +97,7 @@ class MPICommunicator(Communicator):
         self._rank, self._size = self.mpi.Get_rank(), self.mpi.Get_size()
         self.cuda_aware = _cuda_aware()
         if mpi_comm is None and self._size > 1:
-            _abort_on_uncaught_exception()
+            abort_on_uncaught_exception(self)
 
     def _staged(self, t: torch.Tensor) -> bool:
         return t.is_cuda and not self.cuda_aware
@@ -138,6 +125,12 @@ class MPICommunicator(Communicator):
         self.mpi.Allreduce(MPI.IN_PLACE, buf, op=_OPS[op])
         if work is not t:
             t.copy_(work)
+
+    def _iallreduce(self, t, op):
+        work = t.cpu() if self._staged(t) else t
+        buf = work.reshape(-1) if work.is_cuda else work.numpy()
+        req = self.mpi.Iallreduce(MPI.IN_PLACE, buf, op=_OPS[op])
+        return _Request(req, finish=(lambda: buf) if work is t else (lambda: t.copy_(work)))  # keeps the buffer alive
 
     def _allgather_list(self, t, shapes):
         item = t.element_size()

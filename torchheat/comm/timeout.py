@@ -11,6 +11,10 @@ the world; torch.distributed: exit, and torchrun stops the other workers). The b
 blocking calls release the GIL while they wait, so the watchdog runs; nothing is polled on
 the collective's own path.
 
+An uncaught exception on one rank ends the job the same way (:func:`abort_on_uncaught_exception`):
+its traceback is printed, then the communicator aborts, so the other ranks do not wait in a
+collective for a rank that is gone.
+
 The classic mistake it catches, under ``mpiexec -n 2``::
 
     if comm.rank == 0:
@@ -154,6 +158,25 @@ def message(name: str, comm, waited: float, limit: float, frame) -> str:
         f"Stack of the waiting thread on rank {comm.rank} (most recent call last):\n"
         + "".join(traceback.format_list(stack))
     )
+
+
+def abort_on_uncaught_exception(comm) -> None:
+    """Make an exception that ends one rank's program end the whole job (through
+    ``comm.abort``, as the watchdog does) instead of leaving the other ranks waiting in a
+    collective until the timeout. The traceback is printed first; installed once per process
+    by the world communicators of the mpi and torch backends."""
+    previous = sys.excepthook
+    if getattr(previous, "_torchheat_abort", False):
+        return
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        _write("")
+        time.sleep(_GRACE)  # the launcher forwards the traceback before the abort kills the job's output streams
+        comm.abort(1)
+
+    hook._torchheat_abort = True
+    sys.excepthook = hook
 
 
 def _caller(frame):

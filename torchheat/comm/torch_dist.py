@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 from ..config import config
 from .base import Communicator
+from .timeout import abort_on_uncaught_exception
 
 _OPS = {"sum": dist.ReduceOp.SUM, "prod": dist.ReduceOp.PRODUCT, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
 # Integer dtypes gloo does not reduce, and the wider dtype that gives the same result (the
@@ -67,6 +68,8 @@ class TorchCommunicator(Communicator):
         self._rank = dist.get_rank(group)
         self._size = dist.get_world_size(group)
         self._world = [dist.get_global_rank(group, r) for r in range(self._size)] if group is not None else list(range(self._size))
+        if group is None and self._size > 1:
+            abort_on_uncaught_exception(self)
 
     def abort(self, code: int = 1) -> None:
         """End the whole job: this worker exits at once and torchrun stops the others."""
@@ -85,6 +88,12 @@ class TorchCommunicator(Communicator):
             t.copy_(wide)
         else:
             dist.all_reduce(t, op=_OPS[op], group=self.group)
+
+    def _iallreduce(self, t, op):
+        if t.dtype in _WIDER:
+            wide = t.to(_WIDER[t.dtype])
+            return _CopyOnWait(dist.all_reduce(wide, op=_OPS[op], group=self.group, async_op=True), wide, t)
+        return dist.all_reduce(t, op=_OPS[op], group=self.group, async_op=True)
 
     def _allgather_list(self, t, shapes):
         # Sizes may differ per rank: gather padded byte buffers of the largest size.
