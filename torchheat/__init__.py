@@ -9,7 +9,8 @@ torch.Size([50, 3])
 >>> float(x.sum()) == 3 * sum(range(50))
 True
 """
-from . import debug, dispatch, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import base, debug, dispatch, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
 from .ops.creation import (
@@ -26,7 +27,7 @@ from .tensor import DistTensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "DistTensor", "Communicator", "NotDistributedError", "config", "get_comm", "set_comm", "debug", "io", "linalg",
+    "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm", "debug", "io", "linalg",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
