@@ -197,6 +197,8 @@ def local_key(items: List[Item], values=None):
 def getitem(func, args, kwargs):
     """``x[key]`` with the key in global coordinates (see the module docstring)."""
     x, key = args
+    if not isinstance(x, DistTensor):  # a plain tensor indexed by DistTensor keys is replicated
+        x = _as_dist(x, _comm_of(*(key if isinstance(key, tuple) else (key,))))
     items = parse(key, x._gshape)
     comm = x._comm
     adv = [it for it in items if it.kind in ("index", "mask")]
