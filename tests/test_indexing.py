@@ -38,7 +38,7 @@ def test_getitem(name):
             got = x[key]
         assert_dist_close(got, expected)
         if name in BASIC and got.split_dim is not None:
-            assert all(e.collective == "allreduce" for e in log)  # (only the agreement on key ranges), f"{name}: a view along the split axis communicates"
+            assert sum(e.nbytes for e in log) <= 16  # (only the agreement on key ranges; no rows move), f"{name}: a view along the split axis communicates"
 
 
 def fresh(x):
@@ -85,7 +85,7 @@ def test_a_plain_tensor_indexed_by_split_keys_is_a_local_lookup(comm):
     for k in layouts(idx):
         with th.debug.comm_log() as log:
             got = T[k]
-        assert all(e.collective == "allreduce" for e in log)  # (only the agreement on key ranges)
+        assert sum(e.nbytes for e in log) <= 16  # (only the agreement on key ranges; no rows move)
         assert_dist_close(got, T[idx], split=k.split_dim)
         assert_dist_close(T[:, k % 4], T[:, idx % 4])
 
