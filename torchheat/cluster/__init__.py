@@ -7,6 +7,10 @@ Examples
 >>> th.cluster.KMeans(n_clusters=2, random_state=0).fit(x).inertia_
 1.0
 """
+from .batchparallel import BatchParallelKMeans
 from .kmeans import KMeans
+from .kmedians import KMedians
+from .kmedoids import KMedoids
+from .silhouette import silhouette_samples, silhouette_score
 
-__all__ = ["KMeans"]
+__all__ = ["KMeans", "KMedians", "KMedoids", "BatchParallelKMeans", "silhouette_samples", "silhouette_score"]

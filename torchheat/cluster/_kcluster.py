@@ -70,6 +70,8 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         self.verbose = verbose
         self.random_state = random_state
 
+    _center_data = True  # whether the iterations run on the data minus its mean
+
     # -- what a subclass defines --------------------------------------------------------------
     def _cost(self, x, centers):
         """``(n, k)`` cost of each sample for each center; the objective sums the assigned ones."""
@@ -202,8 +204,9 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         comm = comm_of(x)
         w = check_sample_weight(sample_weight, x)
         generator = check_random_state(self.random_state, comm)
-        mean = replicated(x.mean(0))  # center the data: the cost matrix loses less to cancellation
-        xc = x - mean
+        # centered data: the matmul form of squared distances loses less to cancellation
+        mean = replicated(x.mean(0)) if self._center_data else torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+        xc = x - mean if self._center_data else x
         tol = 0.0 if self.tol == 0 else float(torch.var(xc, 0, correction=0).mean()) * self.tol
         data = self._prepare(xc, w if sample_weight is not None else None)
         best = None

@@ -23,16 +23,11 @@ from __future__ import annotations
 
 import torch
 
+from ..pairwise import squared_distances
 from ..validation import replicated
 from ._kcluster import KClusterBase
 
 __all__ = ["KMeans"]
-
-
-def squared_distances(x, centers, x_norms=None):
-    """``(n, k)`` squared Euclidean distances, ``|x|^2 - 2 x . c + |c|^2`` clamped at 0."""
-    x_norms = (x * x).sum(1) if x_norms is None else x_norms
-    return torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2).add_(x_norms[:, None]).clamp_(min=0)
 
 
 class KMeans(KClusterBase):
