@@ -9,7 +9,7 @@ torch.Size([50, 3])
 >>> float(x.sum()) == 3 * sum(range(50))
 True
 """
-from . import base, cluster, debug, dispatch, io, layout, linalg, naive_bayes, ops, preprocessing  # noqa: F401  (ops registers the rule families)
+from . import base, cluster, debug, dispatch, io, layout, linalg, linear_model, naive_bayes, neighbors, ops, preprocessing  # noqa: F401  (ops registers the rule families)
 from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
