@@ -10,19 +10,12 @@ from torchheat.comm.self import SelfCommunicator
 from torchheat.testing import skewed_counts
 
 sklearn = pytest.importorskip("sklearn")
+from estimator_data import placements  # noqa: E402
 from sklearn import cluster as skc, datasets, metrics  # noqa: E402
 
 DATA = {name: torch.tensor(getattr(datasets, f"load_{name}")().data) for name in ("iris", "wine", "breast_cancer")}
 DATA["digits"] = torch.tensor(datasets.load_digits().data[:400])
 DATA["blobs"] = torch.tensor(datasets.make_blobs(300, 5, centers=4, random_state=0)[0])
-
-
-def placements(t, comm):
-    """Balanced, skewed (empty rank 0) and replicated layouts of the samples."""
-    yield th.distribute(t, 0)
-    if comm.size > 1:
-        yield th.distribute(t, 0, counts=skewed_counts(t.shape[0], comm.size))
-    yield th.distribute(t)
 
 
 def same_partition(a, b):

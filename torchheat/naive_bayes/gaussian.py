@@ -151,7 +151,8 @@ class GaussianNB(BaseEstimator):
 
     def predict(self, X):
         """The most likely class of every sample (laid out like ``X``'s rows)."""
-        return self.classes_[self._joint_log_likelihood(X).argmax(1)]
+        best = self._joint_log_likelihood(X).argmax(1)
+        return self.classes_[best]
 
     def predict_log_proba(self, X):
         """Log-probabilities of the classes, ``(n_samples, n_classes)``."""

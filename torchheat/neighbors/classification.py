@@ -115,7 +115,8 @@ class KNeighborsClassifier(BaseEstimator):
 
     def predict(self, X):
         """The class of every query row (laid out like ``X``'s rows)."""
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        best = self.predict_proba(X).argmax(1)
+        return self.classes_[best]
 
     def score(self, X, y):
         """Mean accuracy on ``X`` and ``y``."""
