@@ -3,7 +3,6 @@ predictions and probabilities for split, unbalanced and replicated training and 
 samples, and errors on every rank."""
 import numpy as np
 import pytest
-import torch
 
 import torchheat as th
 

@@ -28,7 +28,7 @@ from .comm import get_comm
 from .ops.random import Generator
 from .tensor import DistTensor
 
-__all__ = ["ConvergenceWarning", "check_array", "check_n_features", "check_sample_weight", "check_random_state", "replicated", "comm_of",
+__all__ = ["ConvergenceWarning", "check_array", "check_targets", "check_n_features", "check_sample_weight", "check_random_state", "replicated", "comm_of",
            "progress"]
 
 FLOATS = (torch.float64, torch.float32)
@@ -73,6 +73,16 @@ def check_array(x, name: str = "X", ensure_2d: bool = True, allow_nan: bool = Fa
             raise ValueError(f"Input {name} contains NaN.")
         raise ValueError(f"Input {name} contains infinity or a value too large for {x.dtype}.")
     return x
+
+
+def check_targets(x, y) -> torch.Tensor:
+    """``y`` as a 1-D tensor with one entry per sample of ``x`` (ValueError otherwise)."""
+    if not isinstance(y, torch.Tensor):
+        y = torch.as_tensor(y)
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{x.shape[0]}, "
+                         f"{y.shape[0] if y.dim() else 1}]")
+    return y
 
 
 def check_n_features(estimator, x, reset: bool) -> None:

@@ -46,7 +46,7 @@ def kmeans_plusplus(x, n_clusters: int, cost, sample_weight, generator, n_local_
         if bool(pot > 0):
             candidates = torch.multinomial(sample_weight * closest, n_local_trials, replacement=True, generator=generator)
         else:  # every sample sits on a center (duplicates): scikit-learn takes the first sample
-            candidates = torch.zeros(n_local_trials, dtype=torch.int64)
+            candidates = torch.zeros(n_local_trials, dtype=torch.int64, device=x.device)
         rows = replicated(x[candidates])
         costs = torch.minimum(closest[:, None], cost(x, rows))
         pots = replicated((costs * sample_weight[:, None]).sum(0))

@@ -48,7 +48,7 @@ class KMedoids(KMedians):
     def _medoids(self, x, labels, medians, centers):
         k = centers.shape[0]
         cost = manhattan_distances(x, medians)
-        cost = torch.where(labels[:, None] == torch.arange(k), cost, torch.inf)
+        cost = torch.where(labels[:, None] == torch.arange(k, device=labels.device), cost, torch.inf)
         best = cost.min(0)
         index = replicated(best.indices)
         rows = replicated(x[index])

@@ -21,18 +21,13 @@ from __future__ import annotations
 import torch
 
 from ..pairwise import chunks, squared_distances
-from ..validation import check_array, replicated
+from ..validation import check_array, check_targets, replicated
 
 __all__ = ["silhouette_samples", "silhouette_score"]
 
 
 def _check_labels(x, labels):
-    if not isinstance(labels, torch.Tensor):
-        labels = torch.as_tensor(labels)
-    if labels.dim() != 1 or labels.shape[0] != x.shape[0]:
-        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{x.shape[0]}, "
-                         f"{labels.shape[0] if labels.dim() else 1}]")
-    values, codes = torch.unique(labels, return_inverse=True)
+    values, codes = torch.unique(check_targets(x, labels), return_inverse=True)
     n_labels = values.shape[0]
     if not 2 <= n_labels <= x.shape[0] - 1:
         raise ValueError(f"Number of labels is {n_labels}. Valid values are 2 to n_samples - 1 (inclusive)")

@@ -22,19 +22,24 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 
 from ..base import BaseEstimator, check_is_fitted
-from ..validation import ConvergenceWarning, check_array, check_n_features, replicated
+from ..validation import ConvergenceWarning, check_array, check_n_features, check_targets, replicated
 
 __all__ = ["Lasso"]
 
 
 def coordinate_descent(gram, q, y_norm2, alpha, max_iter, tol, positive=False, w=None):
     """Minimize ``1/2 w^T G w - q^T w + alpha |w|_1`` cyclically (scikit-learn's
-    ``enet_coordinate_descent_gram`` with no L2 term); returns ``(w, gap, tol, n_iter)``."""
+    ``enet_coordinate_descent_gram`` with no L2 term); returns ``(w, gap, tol, n_iter)``.
+
+    Runs in numpy on the small replicated statistics (a coordinate update is a handful of
+    operations on ``d`` numbers, where numpy's per-call cost is lower than torch's)."""
+    gram, q = gram.double().numpy(), q.double().numpy()
     d = q.shape[0]
-    w = torch.zeros(d, dtype=q.dtype) if w is None else w.clone()
+    w = np.zeros(d) if w is None else w.double().numpy().copy()
     h = gram @ w
     d_w_tol, tol = tol, tol * y_norm2
     diag = gram.diagonal().tolist()
@@ -44,14 +49,11 @@ def coordinate_descent(gram, q, y_norm2, alpha, max_iter, tol, positive=False, w
         for j in range(d):
             if diag[j] == 0.0:
                 continue
-            w_j = float(w[j])
+            w_j = w[j]
             if w_j != 0.0:
                 h -= w_j * gram[j]
-            tmp = float(q[j] - h[j])
-            if positive and tmp < 0:
-                new = 0.0
-            else:
-                new = math.copysign(max(abs(tmp) - alpha, 0.0), tmp) / diag[j]
+            tmp = q[j] - h[j]
+            new = 0.0 if positive and tmp < 0 else math.copysign(max(abs(tmp) - alpha, 0.0), tmp) / diag[j]
             w[j] = new
             if new != 0.0:
                 h += new * gram[j]
@@ -59,17 +61,17 @@ def coordinate_descent(gram, q, y_norm2, alpha, max_iter, tol, positive=False, w
             w_max = max(w_max, abs(new))
         if w_max == 0.0 or d_w_max / w_max < d_w_tol or n_iter == max_iter - 1:
             xta = q - h
-            dual_norm = float(xta.max()) if positive else float(xta.abs().max())
+            dual_norm = float(xta.max()) if positive else float(np.abs(xta).max())
             r_norm2 = float(y_norm2 + w @ h - 2 * (q @ w))
             if dual_norm > alpha:
                 const = alpha / dual_norm
                 gap = 0.5 * (r_norm2 + r_norm2 * const ** 2)
             else:
                 const, gap = 1.0, r_norm2
-            gap += alpha * float(w.abs().sum()) - const * float(y_norm2 - q @ w)
+            gap += alpha * float(np.abs(w).sum()) - const * float(y_norm2 - q @ w)
             if gap < tol:
                 break
-    return w, gap, tol, n_iter + 1
+    return torch.from_numpy(w), gap, tol, n_iter + 1
 
 
 class Lasso(BaseEstimator):
@@ -112,10 +114,7 @@ class Lasso(BaseEstimator):
         if not self.alpha >= 0:
             raise ValueError(f"The 'alpha' parameter of Lasso must be a float in the range [0, inf). Got {self.alpha!r} instead.")
         x = check_array(X)
-        y = check_array(y, name="y", ensure_2d=False).to(x.dtype)
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"Found input variables with inconsistent numbers of samples: [{x.shape[0]}, "
-                             f"{y.shape[0] if y.dim() else 1}]")
+        y = check_targets(x, check_array(y, name="y", ensure_2d=False)).to(x.dtype)
         check_n_features(self, x, reset=True)
         n = x.shape[0]
         if self.fit_intercept:
@@ -132,7 +131,7 @@ class Lasso(BaseEstimator):
             warnings.warn(f"Objective did not converge. You might want to increase the number of iterations. "
                           f"Duality gap: {gap:.3e}, tolerance: {tol:.3e}", ConvergenceWarning, stacklevel=2)
         self.dual_gap_ = gap / n
-        self.coef_ = w.to(x.device)
+        self.coef_ = w.to(dtype=x.dtype, device=x.device)
         self.intercept_ = y_mean - float(x_mean @ self.coef_) if self.fit_intercept else 0.0
         return self
 

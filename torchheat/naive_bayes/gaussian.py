@@ -22,18 +22,9 @@ import math
 import torch
 
 from ..base import BaseEstimator, check_is_fitted
-from ..validation import check_array, check_n_features, check_sample_weight, replicated
+from ..validation import check_array, check_n_features, check_sample_weight, check_targets, replicated
 
 __all__ = ["GaussianNB"]
-
-
-def _check_targets(x, y):
-    if not isinstance(y, torch.Tensor):
-        y = torch.as_tensor(y)
-    if y.dim() != 1 or y.shape[0] != x.shape[0]:
-        raise ValueError(f"Found input variables with inconsistent numbers of samples: [{x.shape[0]}, "
-                         f"{y.shape[0] if y.dim() else 1}]")
-    return y
 
 
 class GaussianNB(BaseEstimator):
@@ -77,7 +68,7 @@ class GaussianNB(BaseEstimator):
 
     def _partial_fit(self, X, y, classes, sample_weight, refit):
         x = check_array(X)
-        y = _check_targets(x, y)
+        y = check_targets(x, y)
         first = not hasattr(self, "classes_")
         check_n_features(self, x, reset=first)
         if first:
@@ -165,5 +156,5 @@ class GaussianNB(BaseEstimator):
 
     def score(self, X, y):
         """Mean accuracy on ``X`` and ``y``."""
-        y = _check_targets(check_array(X), y)
+        y = check_targets(check_array(X), y)
         return float((self.predict(X) == y.to(self.classes_.dtype)).to(torch.float64).mean())

@@ -23,7 +23,7 @@ import torch
 
 from ..base import BaseEstimator, check_is_fitted
 from ..pairwise import chunks, squared_distances
-from ..validation import check_array, check_n_features, replicated
+from ..validation import check_array, check_n_features, check_targets, replicated
 
 __all__ = ["KNeighborsClassifier"]
 
@@ -63,10 +63,7 @@ class KNeighborsClassifier(BaseEstimator):
         if self.weights not in ("uniform", "distance"):
             raise ValueError(f"weights={self.weights!r} is not supported (expected 'uniform' or 'distance')")
         x = check_array(X)
-        y = torch.as_tensor(y) if not isinstance(y, torch.Tensor) else y
-        if y.dim() != 1 or y.shape[0] != x.shape[0]:
-            raise ValueError(f"Found input variables with inconsistent numbers of samples: [{x.shape[0]}, "
-                             f"{y.shape[0] if y.dim() else 1}]")
+        y = check_targets(x, y)
         check_n_features(self, x, reset=True)
         self.classes_ = replicated(torch.unique(y))
         self._fit_x = x
