@@ -22,16 +22,16 @@ def test_knn_equals_scikit_learn(comm, data, weights):
     train, query = slice(0, 120), slice(120, None)
     ref = skn.KNeighborsClassifier(5, weights=weights).fit(X[train].numpy(), y[train].numpy() + 10)
     ref_d, ref_i = ref.kneighbors(X[query].numpy())
-    for x in placements(X[train], comm):
+    trains, queries = list(placements(X[train], comm)), list(placements(X[query], comm))
+    for x, q in zip(trains, queries[1:] + queries[:1]):  # every layout of each, in different pairs
         knn = th.neighbors.KNeighborsClassifier(5, weights=weights).fit(x, th.distribute(y[train] + 10, 0))
-        for q in placements(X[query], comm):
-            dist, index = knn.kneighbors(q)
-            assert index.split_dim == q.split_dim
-            assert np.array_equal(index.full().numpy(), ref_i)
-            np.testing.assert_allclose(dist.full().numpy(), ref_d, rtol=1e-10, atol=1e-10)
-            assert np.array_equal(knn.predict(q).full().numpy(), ref.predict(X[query].numpy()))
-            np.testing.assert_allclose(knn.predict_proba(q).full().numpy(), ref.predict_proba(X[query].numpy()),
-                                       atol=1e-12)
+        dist, index = knn.kneighbors(q)
+        assert index.split_dim == q.split_dim
+        assert np.array_equal(index.full().numpy(), ref_i)
+        np.testing.assert_allclose(dist.full().numpy(), ref_d, rtol=1e-10, atol=1e-10)
+        assert np.array_equal(knn.predict(q).full().numpy(), ref.predict(X[query].numpy()))
+        np.testing.assert_allclose(knn.predict_proba(q).full().numpy(), ref.predict_proba(X[query].numpy()),
+                                   atol=1e-12)
 
 
 def test_exact_matches_take_the_vote_and_errors(comm):
