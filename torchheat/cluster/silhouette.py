@@ -14,7 +14,7 @@ Examples
 >>> x = th.distribute(torch.tensor([[0.], [1.], [10.], [11.]]), split=0)
 >>> labels = th.distribute(torch.tensor([0, 0, 1, 1]), split=0)
 >>> round(th.cluster.silhouette_score(x, labels), 4)
-0.8947
+0.8997
 """
 from __future__ import annotations
 
