@@ -86,11 +86,14 @@ class KNeighborsClassifier(BaseEstimator):
         norms = (q * q).sum(1)
         for start, rows in chunks(self._fit_x):
             dist = squared_distances(q, rows, norms)
-            index = torch.zeros_like(dist, dtype=torch.int64) + torch.arange(start, start + rows.shape[0], device=rows.device)
+            kept = 0 if best_d is None else best_d.shape[1]
             if best_d is not None:
-                dist, index = torch.cat([best_d, dist], 1), torch.cat([best_i, index], 1)
+                dist = torch.cat([best_d, dist], 1)
             top = torch.topk(dist, min(k, dist.shape[1]), dim=1, largest=False, sorted=True)
-            best_d, best_i = top.values, index.gather(1, top.indices)
+            index = top.indices + (start - kept)  # a column of the new chunk: its global index
+            if best_i is not None:  # a column of the running best: the index kept there
+                index = torch.where(top.indices < kept, best_i.gather(1, top.indices.clamp(max=kept - 1)), index)
+            best_d, best_i = top.values, index
         return (best_d.sqrt(), best_i) if return_distance else best_i
 
     def _labels_of(self, index):
