@@ -10,8 +10,9 @@ torch.Size([50, 3])
 True
 """
 from . import base, debug, dispatch, fft, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
-from . import decomposition  # noqa: F401  (after ops: estimators use the rules)
 from . import nn, optim, utils  # noqa: F401  (training: DataParallel, ShardedOptimizer, DataLoader)
+# estimators, after ops: they are written on the rules
+from . import cluster, decomposition, linear_model, naive_bayes, neighbors, preprocessing  # noqa: F401
 from .base import NotFittedError
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
@@ -30,7 +31,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DistTensor", "Communicator", "NotDistributedError", "NotFittedError", "base", "config", "get_comm", "set_comm",
-    "debug", "fft", "io", "linalg", "decomposition", "nn", "optim", "utils",
+    "debug", "fft", "io", "linalg", "nn", "optim", "utils",
+    "cluster", "decomposition", "linear_model", "naive_bayes", "neighbors", "preprocessing",
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",

@@ -197,6 +197,8 @@ def local_key(items: List[Item], values=None):
 def getitem(func, args, kwargs):
     """``x[key]`` with the key in global coordinates (see the module docstring)."""
     x, key = args
+    if not isinstance(x, DistTensor):  # a plain tensor indexed by DistTensor keys is replicated
+        x = _as_dist(x, _comm_of(*(key if isinstance(key, tuple) else (key,))))
     items = parse(key, x._gshape)
     comm = x._comm
     adv = [it for it in items if it.kind in ("index", "mask")]
@@ -966,6 +968,9 @@ def index_update(func, args, kwargs):
     x, dim, index, source = bound[:4]
     if kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
+    if name == "index_add" and (not isinstance(x, DistTensor) or x._split is None) and x.dtype != torch.bool and \
+            _along_split(index, source, dim, len(d.shape_of(x))):
+        return _index_add_partial_sums(func, x, dim, index, source, 1 if bound[4] is None else bound[4])
     if not isinstance(x, DistTensor) or x._split is None:
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
@@ -1006,6 +1011,59 @@ def index_update(func, args, kwargs):
     else:
         put_elements(out, coords, source, reduce, include_self)
     return out
+
+
+def _along_split(index, source, dim, ndim: int) -> bool:
+    """Whether the entries of an ``index_add`` are split: the index, or the source along ``dim``."""
+    if isinstance(index, DistTensor) and index._split is not None:
+        return True
+    return isinstance(source, DistTensor) and source._split is not None and \
+        source._split == layout.normalize_axis(dim, max(ndim, 1))
+
+
+def _index_add_partial_sums(func, x, dim, index, source, alpha):
+    """``index_add`` into a replicated ``x`` from split entries (a per-cluster sum of split
+    samples): each rank adds its entries into zeros, one allreduce sums the parts, and ``x``
+    gets the total. No entry moves; the index takes the split of whichever is split."""
+    _check_on_meta(func, (x, dim, index, source), {})
+    comm = _comm_of(x, index, source)
+    ndim = max(len(d.shape_of(x)), 1)
+    dim = layout.normalize_axis(dim, ndim)
+    n = d.shape_of(x)[dim] if len(d.shape_of(x)) else 1
+    error = lambda k: torch_error(torch.Tensor.index_add_, torch.zeros(n), 0, torch.tensor([k]), torch.zeros(1))  # noqa: E731
+    split_keys = isinstance(index, DistTensor) and index._split is not None
+    found = None
+    if split_keys:  # checked within the sum's allreduce below
+        bad = (index.local < 0) | (index.local >= n)
+        found = error(int(index.local[bad][0])) if bool(bad.any()) else None
+    else:
+        agree_range(comm, index, n, error, negative=False)
+    if split_keys:
+        counts, keys = index._counts, index.local
+    else:
+        counts = source._counts
+        keys = (index.local if isinstance(index, DistTensor) else index).reshape(-1)
+        keys = keys.narrow(0, layout.offsets(counts)[comm.rank], counts[comm.rank])
+    if isinstance(source, DistTensor) and source._split is not None:
+        entries = d.to_layout(source, dim if len(source._gshape) else 0, counts).local
+    else:
+        entries = d.replicated_operand(source, comm, dim if len(d.shape_of(source)) else -1,
+                                       layout.offsets(counts)[comm.rank], counts[comm.rank])
+    target = x.local if isinstance(x, DistTensor) else x
+    with torch._C.DisableTorchFunctionSubclass():
+        keys = torch.where((keys < 0) | (keys >= n), 0, keys)
+        part = torch.zeros_like(target).index_add_(dim, keys, entries, alpha=alpha)
+        # one allreduce: the parts and a flag of bad keys (then every rank raises the same error)
+        flag = torch.ones(1, dtype=part.dtype, device=part.device) * (found is not None)
+        summed = cf.all_reduce(torch.cat([part.reshape(-1), flag]), comm)
+        if bool(summed[-1] > 0):
+            d.agree(comm, found)
+        total = summed[:-1].view_as(part)
+        if func in d.INPLACE:
+            target.add_(total)
+            return x
+        out = target + total
+    return wrap(out, None, comm, out.shape, None)
 
 
 def put(func, args, kwargs):

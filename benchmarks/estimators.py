@@ -1,0 +1,132 @@
+"""Estimators at 1 and 2 processes against scikit-learn and plain torch, one thread each.
+
+    python benchmarks/estimators.py [--n 100000] [--full] [--repeats 3] [--rounds 2] [--procs 1 2]
+
+The data: ``n`` samples of 32 features (8 Gaussian blobs), float64; ``--full`` is the
+issue's size, ``n = 10^6``. Timed: KMeans (k=8, 10 Lloyd iterations from fixed centers,
+``tol=0``), KNN predict (k=5, ``n/10`` training samples and ``n/40`` queries), Lasso
+(alpha=0.1) and StandardScaler ``fit_transform``. scikit-learn and plain torch (the same
+torchheat estimator on a plain tensor: torch ops only, no DistTensor) run in this process;
+then the script launches itself under ``mpiexec -n p`` for every p, and each worker times
+the estimators on the samples split along axis 0 (barriers around each run). Each entry is
+the best of all its runs over alternating rounds. Prints time, the ratio to scikit-learn
+(target for KMeans at 1 process: <= 1.2) and the parallel efficiency against torchheat at
+1 process (target >= 0.85 at 2 processes).
+"""
+import importlib.util
+import json
+import os
+import sys
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import torch  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+_spec = importlib.util.spec_from_file_location("scaling", os.path.join(HERE, "scaling.py"))
+scaling = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(scaling)
+
+MARKER = "ESTIMATORS_RESULT "
+FEATURES, K, ITERATIONS = 32, 8, 10
+NAMES = ["KMeans", "KNN predict", "Lasso", "StandardScaler"]
+
+
+def data(n):
+    """The global samples (blobs) and a regression target, the same in every process."""
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(K, FEATURES, generator=g, dtype=torch.float64) * 5
+    x = torch.randn(n, FEATURES, generator=g, dtype=torch.float64) + centers[torch.arange(n) % K]
+    y = x @ torch.randn(FEATURES, generator=g, dtype=torch.float64) + torch.randn(n, generator=g, dtype=torch.float64)
+    return x, y, (torch.arange(n) % K)
+
+
+def torchheat_tasks(x, y, labels, th):
+    """The timed calls of torchheat's estimators on ``x`` (split or plain)."""
+    n_train, n_query = x.shape[0] // 10, x.shape[0] // 40
+    init = x[:K].full() if isinstance(x, th.DistTensor) else x[:K]
+    knn = th.neighbors.KNeighborsClassifier(5).fit(x[:n_train], labels[:n_train])
+    query = x[-n_query:]
+    return {
+        "KMeans": lambda: th.cluster.KMeans(K, init=init, max_iter=ITERATIONS, tol=0).fit(x),
+        "KNN predict": lambda: knn.predict(query),
+        "Lasso": lambda: th.linear_model.Lasso(alpha=0.1).fit(x, y),
+        "StandardScaler": lambda: th.preprocessing.StandardScaler().fit_transform(x),
+    }
+
+
+def sklearn_tasks(x, y, labels):
+    from sklearn import cluster, linear_model, neighbors, preprocessing
+
+    x, y, labels = x.numpy(), y.numpy(), labels.numpy()
+    n_train, n_query = x.shape[0] // 10, x.shape[0] // 40
+    knn = neighbors.KNeighborsClassifier(5).fit(x[:n_train], labels[:n_train])
+    return {
+        "KMeans": lambda: cluster.KMeans(K, init=x[:K], n_init=1, max_iter=ITERATIONS, tol=0).fit(x),
+        "KNN predict": lambda: knn.predict(x[-n_query:]),
+        "Lasso": lambda: linear_model.Lasso(alpha=0.1).fit(x, y),
+        "StandardScaler": lambda: preprocessing.StandardScaler().fit_transform(x),
+    }
+
+
+def time_all(tasks, repeats, barrier=lambda: None):
+    return {name: scaling.best_ms(lambda _: task(), None, repeats, barrier) for name, task in tasks.items()}
+
+
+def worker(args):
+    import torchheat as th
+
+    th.config.fallback = "error"
+    comm = th.get_comm()
+    x, y, labels = data(args.n)
+    tasks = torchheat_tasks(th.distribute(x, 0), th.distribute(y, 0), th.distribute(labels, 0), th)
+    result = time_all(tasks, args.repeats, comm.barrier)
+    if comm.rank == 0:
+        print(MARKER + json.dumps(result), flush=True)
+
+
+def main():
+    if "--full" in sys.argv:
+        sys.argv.remove("--full")
+        sys.argv += ["--n", str(10 ** 6)]
+    sys.argv += [] if "--n" in sys.argv else ["--n", str(10 ** 5)]
+    args = scaling.parse_args(__doc__, repeats=3, rounds=2)
+    torch.set_num_threads(1)
+    if args.worker:
+        return worker(args)
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise SystemExit("this benchmark compares with scikit-learn: pip install scikit-learn") from None
+    import torchheat as th
+
+    rounds = []
+    options = ["--n", str(args.n), "--repeats", str(args.repeats)]
+    for _ in range(args.rounds):
+        x, y, labels = data(args.n)
+        times = {"scikit-learn": time_all(sklearn_tasks(x, y, labels), args.repeats),
+                 "torch": time_all(torchheat_tasks(x, y, labels, th), args.repeats)}
+        del x, y, labels
+        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
+        rounds.append(times)
+    best = {col: {name: min(r[col][name] for r in rounds) for name in NAMES} for col in rounds[0]}
+    print(f"{args.n} x {FEATURES} float64 samples, 1 thread per process, best of {args.rounds} rounds x "
+          f"{args.repeats} runs (ms); KMeans: k={K}, {ITERATIONS} iterations")
+    cols = ["scikit-learn", "torch"] + list(args.procs)
+    header = f"{'estimator':<16}" + "".join(f"{c if isinstance(c, str) else f'p={c}':>14}" for c in cols)
+    header += "".join(f"{f'/sklearn p={p}':>15}" for p in args.procs)
+    header += "".join(f"{f'eff p={p}':>9}" for p in args.procs if p != 1)
+    print(header)
+    for name in NAMES:
+        row = f"{name:<16}" + "".join(f"{best[c][name]:>14.1f}" for c in cols)
+        row += "".join(f"{best[p][name] / best['scikit-learn'][name]:>15.2f}" for p in args.procs)
+        if 1 in args.procs:
+            row += "".join(f"{best[1][name] / best[p][name] / p:>9.2f}" for p in args.procs if p != 1)
+        print(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
