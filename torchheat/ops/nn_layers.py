@@ -172,7 +172,7 @@ _SAME_IN_TORCH = {
     "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d", "bilinear",
     "max_pool1d", "max_pool2d", "max_pool3d", "max_pool1d_with_indices", "avg_pool1d", "adaptive_avg_pool1d",
     "adaptive_max_pool1d", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "native_channel_shuffle",
-    "grid_sampler", "layer_norm", "group_norm", "rms_norm",
+    "grid_sampler",
 }
 
 # op name -> rule (ops of plain torch.nn.functional; see leading() for the meaning of the numbers)
