@@ -1,5 +1,5 @@
 """Distributed rules, one module per rule family; importing this package registers them."""
 from . import (  # noqa: F401
-    autograd, batch, concat, creation, diagonal, halo, indexing, linalg, nn_functional, nn_layers, normalization, pointwise,
-    random, reductions, reshape, scans, shape, sorting, tensor_api,
+    autograd, batch, concat, creation, diagonal, halo, indexing, linalg, losses, nn_functional, nn_layers, normalization,
+    pointwise, random, reductions, reshape, scans, shape, sorting, tensor_api,
 )

@@ -153,21 +153,27 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
     """The outputs of ``func`` for an empty local batch where torch refuses one: their shapes
     come from a meta run on one sample; they are zeros that depend on every input that
     requires grad (with zero gradient), so this rank's backward reaches the same collectives."""
-    def one_sample(t, b):
+    def one_sample(t, b, device):
         if not isinstance(t, torch.Tensor) or not t.dim():
             return t
         shape = list(t.shape)
         a = b.axis % t.dim()
         if shape[a] == 0:
             shape[a] = b.rows
-        return torch.empty(shape, dtype=t.dtype, device="meta")
+        return torch.zeros(shape, dtype=t.dtype, device=device or t.device)
 
-    margs, mkwargs = list(args), dict(kwargs)
-    for b in batched:
-        put(margs, mkwargs, b.pos, b.name, pytree.tree_map(lambda t: one_sample(t, b), arg(args, kwargs, b.pos, b.name)))
-    margs, mkwargs = pytree.tree_map(lambda t: t.to("meta") if isinstance(t, torch.Tensor) and t.device.type != "meta"
-                                     else t, (margs, mkwargs))
-    meta = d.run_local(func, tuple(margs), mkwargs)
+    def stand_ins(device):  # (zeros on the tensors' device where an op has no meta kernel)
+        margs, mkwargs = pytree.tree_map(lambda t: t.detach().to(device or t.device) if isinstance(t, torch.Tensor) else t,
+                                         (list(args), dict(kwargs)))
+        for b in batched:
+            put(margs, mkwargs, b.pos, b.name,
+                pytree.tree_map(lambda t: one_sample(t, b, device), arg(args, kwargs, b.pos, b.name)))
+        return tuple(margs), mkwargs
+
+    try:
+        meta = d.run_local(func, *stand_ins("meta"))
+    except NotImplementedError:
+        meta = d.run_local(func, *stand_ins(None))
     inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.requires_grad]
     device = inputs[0].device if inputs else "cpu"
 
