@@ -211,3 +211,21 @@ d.register([F.affine_grid], affine_grid)
 d.register([F.multi_head_attention_forward], multi_head_attention)
 d.register([F.fractional_max_pool2d, F.fractional_max_pool3d, F.fractional_max_pool2d_with_indices,
             F.fractional_max_pool3d_with_indices], fractional_max_pool)
+
+
+def recurrent(func, args, kwargs):
+    """``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``, ``torch.rnn_relu`` (what ``nn.LSTM``,
+    ``nn.GRU`` and ``nn.RNN`` call): local on the batch axis (0 with ``batch_first``, else 1),
+    the initial states ``(layers, N, H)`` sliced alike, the weights replicated. Packed
+    sequences have no rule."""
+    x = args[0] if args else None
+    packed = len(args) < 9 or isinstance(args[2], torch.Tensor)
+    if packed or not isinstance(x, DistTensor) or len(x._gshape) != 3:
+        return d.no_rule(func, args, kwargs)
+    axis = 0 if args[8] else 1
+    if x._split != axis:
+        return d.no_rule(func, args, kwargs)
+    return local_call(func, args, kwargs, [Batched(0, "input", axis), Batched(1, "hx", 1)], (axis, 1, 1))
+
+
+d.register([torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu], recurrent)
