@@ -12,9 +12,9 @@ where (:class:`Batched`), and where the outputs carry it; :func:`local_call` doe
 * every other tensor (weights, biases, running statistics, ...) is a replicated parameter:
   it enters through :func:`torchheat.comm.functional.enter_replicated`, so its gradient is
   summed over ranks in backward (one allreduce per parameter);
-* a rank with no samples, where torch refuses an empty batch, gets an empty result of the
-  right shape that still holds every input in its autograd graph (so every rank runs the
-  same collectives in backward).
+* a rank with no samples does not call torch (some kernels refuse an empty batch, in
+  forward or in backward): it gets an empty result of the right shape that still holds
+  every input in its autograd graph, so every rank runs the same collectives in backward.
 
 No communication in forward. With no argument split along its batch axis the call goes to
 the fallback policy of :func:`torchheat.dispatch.no_rule` (a replicated call runs locally).
@@ -113,14 +113,25 @@ def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batc
     for b in batched:  # (a tuple of tensors, like an LSTM's (h, c), has the axis in each)
         put(largs, lkwargs, b.pos, b.name, pytree.tree_map(lambda t: to_local(t, b), arg(args, kwargs, b.pos, b.name)))
     run = local_func or func
+    if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
+        return wrap_outputs(empty_result(run, largs, lkwargs, batched, out_axes), out_axes, comm, counts, n)
     try:
         out = d.run_local(run, tuple(largs), lkwargs)
-    except Exception:
-        if count:
-            d.raise_global_error(func, args, kwargs)
-            raise
-        out = empty_result(run, largs, lkwargs, batched, out_axes)
+    except Exception as error:
+        raise_like_torch(func, args, kwargs, error)
     return wrap_outputs(out, out_axes, comm, counts, n)
+
+
+def raise_like_torch(func, args, kwargs, error: Exception):
+    """Raise torch's exception for the call on the global shapes, or ``error`` (the local
+    one) where the global shapes alone raise nothing (an error that depends on the values)."""
+    try:
+        d.raise_global_error(func, args, kwargs)
+    except Exception as global_error:
+        if type(global_error) is RuntimeError and str(global_error).endswith("are not compatible"):
+            raise error
+        raise
+    raise error
 
 
 def wrap_outputs(out, out_axes, comm, counts, n: int):
