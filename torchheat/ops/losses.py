@@ -75,7 +75,16 @@ def classes(v):
     if s is None or x.dim() < 2 or s == 1 or not isinstance(target, torch.Tensor):
         return None
     t = 0 if s == 0 else s - x.dim() + target.dim()
-    return [Batched(None, "input", s), Batched(None, "target", t)], t
+    return [Batched(None, "input", s), Batched(None, "target", t)], max(s - 1, 0)  # (the losses have no class axis)
+
+
+def linear_classes(v):
+    """Plan of ``linear_cross_entropy``: input ``(..., features)`` split before the features,
+    index targets ``(...)`` alike."""
+    s = _input_split(v, "input")
+    if s is None or s == v["input"].dim() - 1 or not isinstance(v["target"], torch.Tensor):
+        return None
+    return [Batched(None, "input", s), Batched(None, "target", s)], s
 
 
 def gaussian(v):
@@ -96,6 +105,9 @@ def ctc(v):
     if _input_split(v, "log_probs") != 1 or v["log_probs"].dim() != 3 or v["targets"].dim() != 2:
         return None
     names = ("targets", "input_lengths", "target_lengths")
+    for n in names[1:]:  # lengths given as lists of ints are per-sample too
+        if isinstance(v[n], (list, tuple)):
+            v[n] = torch.tensor(v[n], dtype=torch.long)
     return [Batched(None, "log_probs", 1)] + [Batched(None, n, 0) for n in names if isinstance(v[n], torch.Tensor)], 0
 
 
@@ -121,6 +133,7 @@ PLANS = {
     "triplet_margin_loss": per_sample("positive", "negative", first="anchor"),
     "triplet_margin_with_distance_loss": per_sample("positive", "negative", first="anchor"),
     "ctc_loss": ctc,
+    "linear_cross_entropy": linear_classes,
 }
 # Losses that check values (class indices, probabilities): a bad one raises where it lives, so the ranks agree first.
 _DATA_CHECKED = {"cross_entropy", "nll_loss", "multi_margin_loss", "multilabel_margin_loss", "ctc_loss",
@@ -131,7 +144,7 @@ def _weight_of_targets(v, comm, axis: int, like: DistTensor) -> torch.Tensor:
     """This rank's sum of the class weights of its non-ignored index targets (the mean's
     denominator of ``cross_entropy``/``nll_loss``)."""
     target = local_rows(v["target"], axis, like)
-    keep = target != v["ignore_index"]
+    keep = target != (-100 if v["ignore_index"] is None else v["ignore_index"])
     if v.get("weight") is None:
         return keep.sum().to(torch.float64)
     weight = parameter(v["weight"], comm)
@@ -174,7 +187,7 @@ def loss(func, args, kwargs):
     total = part.sum()
     if reduction == "sum":
         return wrap(cf.all_reduce(total, comm), None, comm, torch.Size(()), None)
-    if name in ("cross_entropy", "nll_loss") and not v["target"].is_floating_point():
+    if name in ("cross_entropy", "nll_loss", "linear_cross_entropy") and not v["target"].is_floating_point():
         both = cf.all_reduce(torch.stack([total, _weight_of_targets(v, comm, batched[1].axis, none).to(total.dtype)]), comm)
         return wrap(both[0] / both[1], None, comm, torch.Size(()), None)
     if reduction == "batchmean":
