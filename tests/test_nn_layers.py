@@ -18,14 +18,13 @@ def _r(*shape):
     return torch.randn(*shape, dtype=D, generator=_GEN)
 
 
-def check(fn, t, params=(), axes=(0,), others=()):
-    """``fn(x, *params, *others)`` for ``x`` = ``t`` split along each of ``axes`` (balanced and
-    with an empty rank 0) equals torch's, and so do the gradients of ``x`` and ``params``;
-    ``others`` are plain inputs without gradient (indices, targets)."""
+def check(fn, t, params=(), axes=(0,)):
+    """``fn(x, *params)`` for ``x`` = ``t`` split along each of ``axes`` (balanced and with an
+    empty rank 0) equals torch's, and so do the gradients of ``x`` and ``params``."""
     comm = th.get_comm()
     tt = t.clone().requires_grad_(t.is_floating_point())
     ref = [p.clone().requires_grad_() for p in params]
-    expected = fn(tt, *ref, *others)
+    expected = fn(tt, *ref)
     outs = expected if isinstance(expected, tuple) else (expected,)
     weights = [torch.randn(o.shape, dtype=o.dtype) if o.is_floating_point() else None for o in outs]
     grad = t.is_floating_point() or params
@@ -35,7 +34,7 @@ def check(fn, t, params=(), axes=(0,), others=()):
         for counts in (None, skewed_counts(t.shape[axis], comm.size)):
             x = th.distribute(t, axis, counts=counts).requires_grad_(t.is_floating_point())
             mine = [p.clone().requires_grad_() for p in params]
-            got = fn(x, *mine, *others)
+            got = fn(x, *mine)
             gots = got if isinstance(got, tuple) else (got,)
             for g, e in zip(gots, outs):
                 assert_dist_close(g, e)
@@ -106,8 +105,8 @@ def test_sdpa_split_kv_and_mask_split_alike():
     q, k, v, m = _r(5, 3, 4), _r(5, 6, 4), _r(5, 6, 4), torch.rand(5, 3, 6) > 0.3
     m[:, :, 0] = True
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=m)
-    got = F.scaled_dot_product_attention(*(th.distribute(t, 0) for t in (q, k, v, m)))
-    assert_dist_close(got, F.scaled_dot_product_attention(q, k, v, attn_mask=m), split=0) if False else None
+    got = F.scaled_dot_product_attention(*(th.distribute(t, 0) for t in (q, k, v)), attn_mask=th.distribute(m, 0))
+    assert_dist_close(got, expected, split=0)
     got = F.scaled_dot_product_attention(th.distribute(q, 0), th.distribute(k, 0), v, attn_mask=th.distribute(m, 0))
     assert_dist_close(got, expected, split=0)
 
@@ -115,7 +114,6 @@ def test_sdpa_split_kv_and_mask_split_alike():
 def test_embedding_and_one_hot():
     idx = torch.randint(0, 6, (5, 3))
     idx[0, 0] = 1
-    check(lambda w, i: F.embedding(i, w, padding_idx=1), _r(6, 2), [], (), others=()) if False else None
     w = _r(6, 2)
     for axis in (0, 1):
         for counts in (None, skewed_counts(idx.shape[axis], th.get_comm().size)):
@@ -139,7 +137,6 @@ def test_embedding_bag(mode):
     idx, psw = torch.randint(0, 6, (5, 3)), _r(5, 3)
     w = _r(6, 2)
     kw = {"per_sample_weights": psw} if mode == "sum" else {}
-    check(lambda x, w: F.embedding_bag(x, w, mode=mode, **kw), idx, [w]) if False else None
     for counts in (None, skewed_counts(5, th.get_comm().size)):
         ww, wr = w.clone().requires_grad_(), w.clone().requires_grad_()
         got = F.embedding_bag(th.distribute(idx, 0, counts=counts), ww, mode=mode, **kw)
