@@ -10,7 +10,7 @@ weights of the non-ignored targets (summed in the same allreduce); for ``kl_div`
 ``"batchmean"`` the global batch size; for ``ctc_loss`` the batch size after dividing each
 sample's loss by its target length. All of it is differentiable (the allreduce's backward
 hands the replicated gradient to every rank's samples). An error only some ranks see (a
-class index out of range on one rank) is agreed on before the allreduce.
+class index out of range on one rank) is agreed on (one one-byte allreduce) before the sum.
 
 Examples
 --------
@@ -56,13 +56,17 @@ def elementwise(*names, first="input"):
     return plan
 
 
-def per_sample(*names, first="input", axis=0):
+def per_sample(*names, first="input", axis=0, aligned=()):
     """Plan of a loss of whole samples (batch axis ``axis``, the others mixed): ``names``
-    carry the batch axis first; the per-sample losses are split along 0."""
+    carry the batch axis first, ``aligned`` ones (broadcast to the input) right-aligned;
+    the per-sample losses are split along 0."""
     def plan(v):
         if _input_split(v, first) != axis or v[first].dim() < 2:
             return None
+        ndim = v[first].dim()
         batched = [Batched(None, first, axis)] + [Batched(None, n, 0) for n in names if isinstance(v.get(n), torch.Tensor)]
+        batched += [Batched(None, n, axis - ndim + v[n].dim()) for n in aligned
+                    if isinstance(v.get(n), torch.Tensor) and axis - ndim + v[n].dim() >= 0]
         return batched, 0
     return plan
 
@@ -128,18 +132,13 @@ PLANS = {
     "nll_loss": classes,
     "multi_margin_loss": per_sample("target"),
     "multilabel_margin_loss": per_sample("target"),
-    "multilabel_soft_margin_loss": per_sample("target"),
+    "multilabel_soft_margin_loss": per_sample("target", aligned=("weight",)),
     "cosine_embedding_loss": per_sample("input2", "target", first="input1"),
     "triplet_margin_loss": per_sample("positive", "negative", first="anchor"),
     "triplet_margin_with_distance_loss": per_sample("positive", "negative", first="anchor"),
     "ctc_loss": ctc,
     "linear_cross_entropy": linear_classes,
 }
-# Losses that check values (class indices, probabilities): a bad one raises where it lives, so the ranks agree first.
-_DATA_CHECKED = {"cross_entropy", "nll_loss", "multi_margin_loss", "multilabel_margin_loss", "ctc_loss",
-            "binary_cross_entropy"}
-
-
 def _weight_of_targets(v, comm, axis: int, like: DistTensor) -> torch.Tensor:
     """This rank's sum of the class weights of its non-ignored index targets (the mean's
     denominator of ``cross_entropy``/``nll_loss``)."""
@@ -170,12 +169,9 @@ def loss(func, args, kwargs):
     error, none = None, None
     try:
         none = local_call(func, (), {**v, "reduction": "none"}, batched, axis)
-    except Exception as e:
-        if name not in _DATA_CHECKED:
-            raise
+    except Exception as e:  # (a bad class index or probability raises where it lives)
         error = e
-    if name in _DATA_CHECKED:
-        d.agree(comm, error)
+    d.agree(comm, error)
     if reduction == "none":
         return none
     if reduction not in ("mean", "sum", "batchmean") or (reduction == "batchmean" and name != "kl_div"):
