@@ -173,7 +173,7 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
             shape[a] = b.rows
         return torch.zeros(shape, dtype=t.dtype, device=device or t.device)
 
-    def stand_ins(device):  # (zeros on the tensors' device where an op has no meta kernel)
+    def stand_ins(device):
         margs, mkwargs = pytree.tree_map(lambda t: t.detach().to(device or t.device) if isinstance(t, torch.Tensor) else t,
                                          (list(args), dict(kwargs)))
         for b in batched:
@@ -183,7 +183,7 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
 
     try:
         meta = d.run_local(func, *stand_ins("meta"))
-    except NotImplementedError:
+    except Exception:  # no meta kernel, or a check of the values (var < 0 ...): zeros on the device
         meta = d.run_local(func, *stand_ins(None))
     inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.requires_grad]
     device = inputs[0].device if inputs else "cpu"

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .. import dispatch as d
 from ..comm import functional as cf
 from ..tensor import DistTensor, wrap
-from .batch import Batched, arg, local_call
+from .batch import Batched, arg, local_call, parameter
 from .nn_layers import layer, leading
 from .reductions import chunk_moments, gather_parts, merge_moments
 
@@ -63,23 +63,28 @@ def batch_norm(func, args, kwargs):
     out = (local - mean.to(local.dtype)) * torch.rsqrt(var + v["eps"]).to(local.dtype)
     shape = (1, channels) + (1,) * (len(gshape) - 2)
     if v["weight"] is not None:
-        out = out * d.replicated_operand(_plain(v["weight"]), comm, -1, 0, 0).reshape(shape)
+        out = out * parameter(v["weight"], comm).reshape(shape)
     if v["bias"] is not None:
-        out = out + d.replicated_operand(_plain(v["bias"]), comm, -1, 0, 0).reshape(shape)
+        out = out + parameter(v["bias"], comm).reshape(shape)
     momentum = v["momentum"] if v["momentum"] is not None else 0.1
     with torch.no_grad():  # the same update on every rank: the statistics are replicated
-        if v["running_mean"] is not None:
-            running = _plain(v["running_mean"])
-            running.mul_(1 - momentum).add_(mean.reshape(-1).to(running.dtype), alpha=momentum)
-        if v["running_var"] is not None:
-            running = _plain(v["running_var"])
-            unbiased = m2 / max(total - 1, 1) if total > 1 else m2.new_full(m2.shape, float("nan"))
-            running.mul_(1 - momentum).add_(unbiased.reshape(-1).to(running.dtype), alpha=momentum)
+        unbiased = m2 / max(total - 1, 1) if total > 1 else m2.new_full(m2.shape, float("nan"))
+        for name, stat in (("running_mean", mean), ("running_var", unbiased)):
+            if v[name] is not None:
+                running = _mine(v[name], stat.reshape(-1))
+                _plain(v[name]).mul_(1 - momentum).add_(running.to(v[name].dtype), alpha=momentum)
     return wrap(out, x._split, comm, gshape, x._counts)
 
 
 def _plain(t):
     return t.local if isinstance(t, DistTensor) else t
+
+
+def _mine(t, full: torch.Tensor) -> torch.Tensor:
+    """The part of a replicated per-channel value ``full`` that ``t`` (a buffer, maybe split) holds."""
+    if isinstance(t, DistTensor) and t._split is not None:
+        return full.narrow(0, t.offset, t._counts[t._comm.rank])
+    return full
 
 
 _INSTANCE_NORM = ("input", "running_mean", "running_var", "weight", "bias", "use_input_stats", "momentum", "eps")
@@ -97,7 +102,7 @@ def instance_norm(func, args, kwargs):
         return local_call(func, args, kwargs, *plan)
     x = v["input"]
     comm = x._comm
-    copies = [_plain(t).clone() for t in stats]
+    copies = [(d.to_layout(t, None, None).local if isinstance(t, DistTensor) else t).detach().clone() for t in stats]
     values = dict(v, running_mean=copies[0] if v["running_mean"] is not None else None,
                   running_var=copies[-1] if v["running_var"] is not None else None)
     out = local_call(func, (), values, [Batched(None, "input", 0)], 0)
@@ -105,7 +110,7 @@ def instance_norm(func, args, kwargs):
     with torch.no_grad():
         updated = cf.all_reduce(torch.cat([c.reshape(-1) * share for c in copies]), comm)
         for t, new in zip(stats, updated.split([c.numel() for c in copies])):
-            _plain(t).copy_(new.reshape(t.shape))
+            _plain(t).copy_(_mine(t, new))
     return out
 
 
