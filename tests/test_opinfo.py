@@ -9,6 +9,8 @@ tensors. Pointwise ops also run their in-place variant. An op that fails is a fa
 test unless it is in :data:`EXCLUDED`, which says why; the session summary
 (``pytest_terminal_summary`` in conftest.py) prints the coverage per family.
 """
+import random
+
 import pytest
 import torch
 from torch.testing._internal.common_methods_invocations import op_db
@@ -53,11 +55,35 @@ NAMED = {
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
     "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
                 | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid"},
+    "nn.functional": {
+        "nn.functional." + name for name in (
+            "linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+            "max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d",
+            "adaptive_avg_pool2d", "adaptive_avg_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+            "adaptive_max_pool3d", "fractional_max_pool2d", "fractional_max_pool3d", "max_unpool1d", "max_unpool2d",
+            "max_unpool3d", "embedding", "embedding_bag", "one_hot", "interpolate", "upsample_bilinear",
+            "upsample_nearest", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle", "grid_sample", "unfold",
+            "normalize", "scaled_dot_product_attention", "multi_head_attention_forward", "batch_norm", "layer_norm",
+            "group_norm", "instance_norm", "rms_norm", "local_response_norm", "cross_entropy", "nll_loss", "mse_loss",
+            "l1_loss", "smooth_l1_loss", "huber_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+            "kl_div", "poisson_nll_loss", "gaussian_nll_loss", "margin_ranking_loss", "hinge_embedding_loss",
+            "soft_margin_loss", "multilabel_margin_loss", "multilabel_soft_margin_loss", "multi_margin_loss",
+            "cosine_embedding_loss", "triplet_margin_loss", "triplet_margin_with_distance_loss", "ctc_loss",
+            "linear_cross_entropy", "dropout", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+            "prelu", "glu", "relu", "relu6", "elu", "selu", "celu", "silu", "mish", "softplus", "softsign",
+            "softshrink", "hardshrink", "tanhshrink", "hardtanh", "hardsigmoid", "logsigmoid", "threshold",
+        )
+    },
 }
 
 # Contractions and distances (ops/einsum.py, ops/distance.py) in the linalg family.
 NAMED["linalg"] |= {"einsum", "tensordot", "kron", "cdist", "nn.functional.pdist", "nn.functional.pairwise_distance",
                     "nn.functional.cosine_similarity"}
+
+# Families whose ops mix some axes of their input (channels, features, spatial windows) and keep
+# others independent (the batch): a layout split along a mixed axis raises NotDistributedError
+# by design and is skipped; the op passes only if its samples ran with some split input.
+MIXED_AXES = {"nn.functional"}
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.
 EXCLUDED = {
@@ -68,6 +94,16 @@ EXCLUDED = {
     "view_as": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape "
                "copies)",
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
+    "nn.functional.cosine_embedding_loss": "one of its samples ends the 3-process run without a message (under "
+                                           "investigation; tests/test_losses.py covers the loss)",
+    "nn.functional.ctc_loss": "its OpInfo samples are larger than MAX_NUMEL (tests/test_losses.py covers it)",
+    **{f"nn.functional.{name}": "in training mode the mask comes from torchheat's random stream (the same for every "
+                                "process count), not from torch's global generator (tests/test_nn_functional.py)"
+       for name in ("dropout", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout.with_train")},
+    "nn.functional.fractional_max_pool2d": "its random pooling regions come from torchheat's stream (the same for every "
+                                           "process count), not from torch's global generator",
+    "nn.functional.fractional_max_pool3d": "its random pooling regions come from torchheat's stream (the same for every "
+                                           "process count), not from torch's global generator",
 }
 
 
@@ -195,10 +231,11 @@ def differentiable(out, sample):
             if isinstance(o, torch.Tensor) and o.requires_grad and (o.is_floating_point() or o.is_complex())]
 
 
-def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list):
+def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list, ran: list):
     """Check every layout of ``sample``; append to ``moved`` the bytes this rank sent in each
-    gathering collective of each forward, and to ``sizes`` the bytes that make a gather of one
-    of its split inputs whole (:func:`whole_gather_bytes`, :func:`gathered_whole_input`)."""
+    gathering collective of each forward, to ``sizes`` the bytes that make a gather of one
+    of its split inputs whole (:func:`whole_gather_bytes`, :func:`gathered_whole_input`), and
+    to ``ran`` the split axis of each layout that ran."""
     (inp, args, kwargs), ref_leaves = globals_of(sample)
     try:
         expected = op(inp, *args, **kwargs)
@@ -222,11 +259,17 @@ def check_sample(op, sample, comm, inplace: bool, moved: list, sizes: list):
         if layout is None:
             continue
         (x, xargs, xkwargs), leaves = layout
+        where = f"sample {sample.name or sample!r:.120}, split={axis} {mode or ''}"
+        try:
+            with th.debug.comm_log() as log:
+                got = op(x, *xargs, **xkwargs)
+        except th.NotDistributedError:
+            if family(op) not in MIXED_AXES:
+                raise
+            continue  # an axis the op mixes: no rule by design (see MIXED_AXES)
+        ran.append(axis)
         sizes.append(min((whole_gather_bytes(t, out_numel, out_bytes, comm.size) for t in leaves if isinstance(t, th.DistTensor)
                           and t.split_dim is not None and t.shape[t.split_dim] > 2 * comm.size), default=0))
-        where = f"sample {sample.name or sample!r:.120}, split={axis} {mode or ''}"
-        with th.debug.comm_log() as log:
-            got = op(x, *xargs, **xkwargs)
         moved.append([e.nbytes for e in log if e.collective in GATHERS])
         compare_outputs(got, expected, where)
         if ref_grads is not None:
@@ -276,11 +319,14 @@ def test_opinfo(op, comm, record_property):
     if op_id(op) in EXCLUDED:
         pytest.skip(EXCLUDED[op_id(op)])
     inplace = family(op) == "pointwise" and op.inplace_variant is not None
-    problem, moved, sizes = None, [], []
+    random.seed(0)  # some sample generators draw scalar arguments (margins, deltas) with Python's random
+    problem, moved, sizes, ran = None, [], [], []
     try:
         for sample in samples(op, pick_dtype(op)):
             writable = isinstance(sample.input, torch.Tensor) and not sample.broadcasts_input
-            check_sample(op, sample, comm, inplace and writable, moved, sizes)
+            check_sample(op, sample, comm, inplace and writable, moved, sizes, ran)
+        if family(op) in MIXED_AXES and not any(a is not None for a in ran):
+            raise AssertionError("no sample ran with a split input: the op has no distributed rule")
     except Exception as e:  # every rank learns every rank's outcome: all fail alike, none hangs
         problem = f"{type(e).__name__}: {e}"
     outcomes = comm.allgather_obj((problem, moved))

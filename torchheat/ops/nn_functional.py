@@ -257,9 +257,11 @@ def dropout_mask(x: DistTensor, p: float, training: bool, inplace: bool, channel
     if not 0 <= p <= 1:
         raise RuntimeError(f"dropout probability has to be between 0 and 1, but got {p}")
     gshape, ndim = x._gshape, len(x._gshape)
+    if not training:  # (torch checks nothing else then)
+        return x
     if channels is not None and ndim < 2:
         raise RuntimeError("Feature dropout requires at least 2 dimensions in the input")
-    if p == 0 or not training or gshape.numel() == 0:
+    if p == 0 or gshape.numel() == 0:
         return x
     k = ndim if channels is None else channels
     split = x._split if x._split is not None and x._split < k else None

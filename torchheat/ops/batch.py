@@ -1,0 +1,206 @@
+"""The batch-parallel rule shared by nn.functional layers, normalization, losses and RNNs.
+
+Most of ``torch.nn.functional`` treats the samples of a batch independently: on an input
+split along its batch axis, every rank computes its samples with plain torch and the
+result keeps the split. A rule only says which tensor arguments carry the batch axis and
+where (:class:`Batched`), and where the outputs carry it; :func:`local_call` does the rest:
+
+* the first batched argument split along its batch axis sets the layout (its counts);
+* every other batched argument is brought to that layout: a replicated or plain one is
+  sliced to this rank's samples, one split otherwise is exchanged (never gathered); an
+  argument whose batch axis has length 1 (broadcast) is used whole;
+* every other tensor (weights, biases, running statistics, ...) is a replicated parameter:
+  it enters through :func:`torchheat.comm.functional.enter_replicated`, so its gradient is
+  summed over ranks in backward (one allreduce per parameter);
+* a rank with no samples does not call torch (some kernels refuse an empty batch, in
+  forward or in backward): it gets an empty result of the right shape that still holds
+  every input in its autograd graph, so every rank runs the same collectives in backward.
+
+No communication in forward. With no argument split along its batch axis the call goes to
+the fallback policy of :func:`torchheat.dispatch.no_rule` (a replicated call runs locally).
+
+Examples
+--------
+>>> import torch, torchheat as th
+>>> x = th.distribute(torch.randn(6, 4), split=0)
+>>> torch.nn.Linear(4, 3)(x).split_dim
+0
+"""
+from __future__ import annotations
+
+from typing import Callable, List, NamedTuple, Optional, Sequence
+
+import torch
+from torch.utils import _pytree as pytree
+
+from .. import dispatch as d, layout
+from ..tensor import DistTensor, wrap
+
+
+class Batched(NamedTuple):
+    """A tensor argument that carries the batch axis: its position (None: keyword only),
+    its name, the batch axis in it, and how many of its rows make one sample (attention
+    masks of ``N * heads`` rows)."""
+
+    pos: Optional[int]
+    name: str
+    axis: int
+    rows: int = 1
+
+
+def arg(args, kwargs, pos: Optional[int], name: str, default=None):
+    """The value of an argument given by position or by keyword."""
+    if pos is not None and len(args) > pos:
+        return args[pos]
+    return kwargs.get(name, default)
+
+
+def put(args: list, kwargs: dict, pos: Optional[int], name: str, value) -> None:
+    """Replace an argument given by position or by keyword (in place)."""
+    if pos is not None and len(args) > pos:
+        args[pos] = value
+    elif name in kwargs:
+        kwargs[name] = value
+
+
+def split_along(t, axis: int) -> bool:
+    return isinstance(t, DistTensor) and t._split is not None and t._split == axis % max(len(t._gshape), 1)
+
+
+def lead_of(args, kwargs, batched: Sequence[Batched]):
+    """The first batched argument split along its batch axis, and its entry (or None, None)."""
+    for b in batched:
+        t = arg(args, kwargs, b.pos, b.name)
+        if split_along(t, b.axis) and b.rows == 1:
+            return t, b
+    return None, None
+
+
+def parameter(t, comm):
+    """A replicated parameter's local tensor, entered so that its gradient is summed."""
+    if isinstance(t, DistTensor):
+        t = d.to_layout(t, None, None).local
+    return d.replicated_operand(t, comm, -1, 0, 0)
+
+
+def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batched], out_axes,
+               local_func: Optional[Callable] = None):
+    """Run a batch-parallel call on this rank's samples (see the module docstring).
+
+    ``out_axes``: the batch axis of the output, or one entry per output (None for an output
+    without it, which must then be the same on every rank). ``local_func`` computes on the
+    local tensors in place of ``func`` (``func`` still names the call in errors).
+    """
+    lead, entry = lead_of(args, kwargs, batched)
+    if lead is None:
+        return d.no_rule(func, args, kwargs)
+    comm, counts, axis = lead._comm, lead._counts, entry.axis % len(lead._gshape)
+    n, start, count = lead._gshape[axis], layout.offsets(counts)[comm.rank], counts[comm.rank]
+    batched_ids = {id(t) for b in batched for t in pytree.tree_leaves(arg(args, kwargs, b.pos, b.name))}
+    largs, lkwargs = pytree.tree_map(lambda t: parameter(t, comm) if isinstance(t, torch.Tensor) and id(t) not in batched_ids
+                                     else t, (list(args), dict(kwargs)))
+
+    def to_local(t, b):
+        if not isinstance(t, torch.Tensor):
+            return t
+        a = b.axis % t.dim() if t.dim() else 0
+        if not t.dim() or d.shape_of(t)[a] != n * b.rows:  # broadcast along the batch axis
+            return parameter(t, comm)
+        if isinstance(t, DistTensor) and t._split is not None:
+            return d.to_layout(t, a, tuple(c * b.rows for c in counts)).local
+        return d.replicated_operand(t, comm, a, start * b.rows, count * b.rows)
+
+    for b in batched:  # (a tuple of tensors, like an LSTM's (h, c), has the axis in each)
+        put(largs, lkwargs, b.pos, b.name, pytree.tree_map(lambda t: to_local(t, b), arg(args, kwargs, b.pos, b.name)))
+    run = local_func or func
+    if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
+        return wrap_outputs(empty_result(run, largs, lkwargs, batched, out_axes), out_axes, comm, counts, n)
+    try:
+        out = d.run_local(run, tuple(largs), lkwargs)
+    except Exception as error:
+        raise_like_torch(func, args, kwargs, error)
+    return wrap_outputs(out, out_axes, comm, counts, n)
+
+
+def raise_like_torch(func, args, kwargs, error: Exception):
+    """Raise torch's exception for the call on the global shapes, or ``error`` (the local
+    one) where the global shapes alone raise nothing (an error that depends on the values)."""
+    try:
+        d.raise_global_error(func, args, kwargs)
+    except Exception as global_error:
+        if type(global_error) is RuntimeError and str(global_error).endswith("are not compatible"):
+            raise error
+        raise
+    raise error
+
+
+def wrap_outputs(out, out_axes, comm, counts, n: int):
+    """Wrap local outputs: split along their batch axis (of global length ``n``) with
+    ``counts``, or replicated where the axis is None."""
+    single = isinstance(out, torch.Tensor)
+    outs = [out] if single else list(out)
+    axes = _axes(out, out_axes)
+    wrapped = []
+    for o, a in zip(outs, axes):
+        if not isinstance(o, torch.Tensor):
+            wrapped.append(o)
+        elif a is None:
+            wrapped.append(wrap(o, None, comm, o.shape, None))
+        else:
+            shape = list(o.shape)
+            shape[a] = n
+            wrapped.append(wrap(o, a, comm, torch.Size(shape), counts))
+    if single:
+        return wrapped[0]
+    return type(out)(*wrapped) if hasattr(out, "_fields") else type(out)(wrapped)
+
+
+def _axes(out, out_axes) -> list:
+    n = 1 if isinstance(out, torch.Tensor) else len(out)
+    return [out_axes] * n if isinstance(out_axes, int) or out_axes is None else list(out_axes)
+
+
+def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out_axes):
+    """The outputs of ``func`` for an empty local batch where torch refuses one: their shapes
+    come from a meta run on one sample; they are zeros that depend on every input that
+    requires grad (with zero gradient), so this rank's backward reaches the same collectives."""
+    def one_sample(t, b, device):
+        if not isinstance(t, torch.Tensor) or not t.dim():
+            return t
+        shape = list(t.shape)
+        a = b.axis % t.dim()
+        if shape[a] == 0:
+            shape[a] = b.rows
+        return torch.zeros(shape, dtype=t.dtype, device=device or t.device)
+
+    def stand_ins(device):
+        margs, mkwargs = pytree.tree_map(lambda t: t.detach().to(device or t.device) if isinstance(t, torch.Tensor) else t,
+                                         (list(args), dict(kwargs)))
+        for b in batched:
+            put(margs, mkwargs, b.pos, b.name,
+                pytree.tree_map(lambda t: one_sample(t, b, device), arg(args, kwargs, b.pos, b.name)))
+        return tuple(margs), mkwargs
+
+    try:
+        meta = d.run_local(func, *stand_ins("meta"))
+    except Exception:  # no meta kernel, or a check of the values (var < 0 ...): zeros on the device
+        meta = d.run_local(func, *stand_ins(None))
+    inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.requires_grad]
+    device = inputs[0].device if inputs else "cpu"
+
+    def zeros(m, a):
+        if not isinstance(m, torch.Tensor):
+            return m
+        shape = list(m.shape)
+        if a is not None:
+            shape[a] = 0
+        z = torch.zeros(shape, dtype=m.dtype, device=device)
+        if z.is_floating_point() or z.is_complex():
+            for t in inputs:
+                z = z + 0 * t.sum()
+        return z
+
+    if isinstance(meta, torch.Tensor):
+        return zeros(meta, _axes(meta, out_axes)[0])
+    out = [zeros(m, a) for m, a in zip(meta, _axes(meta, out_axes))]
+    return type(meta)(*out) if hasattr(meta, "_fields") else type(meta)(out)
