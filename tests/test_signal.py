@@ -48,3 +48,35 @@ def test_gradient_split_coordinates_and_errors(comm):
             with pytest.raises(type(want.value)) as got:
                 torch.gradient(x, **bad)
             assert str(got.value) == str(want.value)
+
+
+WINDOWS = ["bartlett", "blackman", "cosine", "exponential", "gaussian", "general_cosine", "general_hamming", "hamming",
+           "hann", "kaiser", "nuttall"]
+
+
+@pytest.mark.parametrize("name", WINDOWS)
+@pytest.mark.parametrize("split", [None, 0])
+def test_windows(comm, name, split):
+    kwargs = dict(a=[0.5, 0.3, 0.2]) if name == "general_cosine" else {}
+    for M in (0, 1, 2, 7):
+        for sym in (True, False):
+            expected = getattr(torch.signal.windows, name)(M, sym=sym, dtype=torch.float64, **kwargs)
+            got = getattr(th.signal.windows, name)(M, sym=sym, split=split, dtype=torch.float64, **kwargs)
+            assert_dist_close(got, expected, split=split, rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="non-negative"):
+        getattr(th.signal.windows, name)(-1, split=split, **kwargs)
+
+
+@pytest.mark.parametrize("name, args", [("hann_window", ()), ("hamming_window", (0.6, 0.3)), ("blackman_window", ()),
+                                        ("bartlett_window", ()), ("kaiser_window", (5.0,))])
+def test_torch_window_factories(comm, name, args):
+    for M in (0, 1, 2, 7):
+        for periodic in (True, False):
+            expected = getattr(torch, name)(M, periodic, *args, dtype=torch.float64)
+            got = getattr(th, name)(M, periodic, *args, split=0, dtype=torch.float64)
+            assert_dist_close(got, expected, split=0, rtol=1e-12, atol=1e-14)
+    assert getattr(th, name)(5, split=0).dtype == getattr(torch, name)(5).dtype
+    with pytest.raises(RuntimeError) as want:
+        getattr(torch, name)(4, dtype=torch.int64)
+    with pytest.raises(RuntimeError, match=str(want.value)[:30]):
+        getattr(th, name)(4, split=0, dtype=torch.int64)

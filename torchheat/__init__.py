@@ -9,7 +9,7 @@ torch.Size([50, 3])
 >>> float(x.sum()) == 3 * sum(range(50))
 True
 """
-from . import debug, dispatch, fft, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import debug, dispatch, fft, io, layout, linalg, ops, signal  # noqa: F401  (ops registers the rule families)
 from .comm import Communicator, get_comm, set_comm
 from .config import NotDistributedError, config
 from .ops.creation import (
@@ -20,6 +20,7 @@ from .ops.random import (
     Generator, get_rng_state, initial_seed, manual_seed, normal, rand, rand_like, randint, randint_like, randn, randn_like,
     randperm, set_rng_state,
 )
+from .signal.windows import bartlett_window, blackman_window, hamming_window, hann_window, kaiser_window
 from .printing import global_str, print0, print_ranks
 from .tensor import DistTensor
 
@@ -30,6 +31,7 @@ __all__ = [
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
-    "normal", "rand_like", "randn_like", "randint_like", "global_str", "print0", "print_ranks",
+    "normal", "rand_like", "randn_like", "randint_like", "global_str", "print0", "print_ranks", "signal",
+    "hann_window", "hamming_window", "blackman_window", "bartlett_window", "kaiser_window",
 ]
 

@@ -94,7 +94,7 @@ def gradient(func, args, kwargs):
         return tuple(d.wrap_replicated(t, d.common_comm([c for c in kwargs["spacing"] if isinstance(c, DistTensor)])) for t in
                      torch.gradient(x.local if isinstance(x, DistTensor) else x, **{**kwargs, "spacing": spacing}))
     axis, comm, counts, ndim = x._split, x._comm, x._counts, len(x._gshape)
-    spacing, dim = kwargs.get("spacing", 1), kwargs.get("dim")
+    spacing, dim = kwargs.get("spacing"), kwargs.get("dim")
     order = kwargs.get("edge_order", 1)
     dims = list(range(ndim)) if dim is None else [dim] if isinstance(dim, int) else list(dim)
     dims = [layout.normalize_axis(k, ndim) for k in dims]
@@ -109,7 +109,8 @@ def gradient(func, args, kwargs):
         tie = sum(t.sum() * 0 for t in spacing if isinstance(t, torch.Tensor)) if isinstance(spacing, list) else 0
         outs = [window.to(m.dtype) * 1 + tie for m in metas]
     else:
-        local = torch.gradient(window, spacing=spacing, dim=dims, edge_order=order)
+        given = {} if spacing is None else {"spacing": spacing}  # (None is not one of torch's overloads)
+        local = torch.gradient(window, dim=dims, edge_order=order, **given)
         outs = [t.narrow(axis, o - a, c) if axis in dims else t for t in local]
     return tuple(wrap(t, axis, comm, m.shape, counts) for t, m in zip(outs, metas))
 
