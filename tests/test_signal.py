@@ -80,3 +80,20 @@ def test_torch_window_factories(comm, name, args):
         getattr(torch, name)(4, dtype=torch.int64)
     with pytest.raises(RuntimeError, match=str(want.value)[:30]):
         getattr(th, name)(4, split=0, dtype=torch.int64)
+
+
+@pytest.mark.parametrize("kwargs", [dict(bins=4), dict(bins=[3, 5], density=True), dict(bins=3, range=(-1.0, 1.0, 0.0, 2.0)),
+                                    dict(bins=[torch.tensor([-3.0, 0.0, 0.5, 3.0], **F64), torch.linspace(-2, 2, 5, **F64)]),
+                                    dict(bins=2, weight=True, density=True)], ids=str)
+def test_histogramdd(comm, kwargs):
+    t = torch.randn(11, 2, **F64)
+    t[3] = t[4]  # a repeated point
+    if kwargs.get("weight"):
+        kwargs = dict(kwargs, weight=torch.rand(11, **F64))
+    expected = torch.histogramdd(t, **kwargs)
+    for x in layouts(t, comm):
+        w = kwargs.get("weight")
+        call = kwargs if w is None or x.split_dim != 0 else dict(kwargs, weight=th.distribute(w, 0, counts=x.counts))
+        got = torch.histogramdd(x, **call)
+        assert_dist_close(got.hist, expected.hist, split=None, rtol=1e-12, atol=1e-12)
+        assert_dist_close(list(got.bin_edges), list(expected.bin_edges), split=None, rtol=1e-12, atol=1e-12)
