@@ -45,7 +45,7 @@ NAMED = {
               "tril", "triu", "trace", "expand", "expand_as", "broadcast_to", "split", "split_with_sizes", "chunk",
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
     "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
-                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid", "gradient"},
+                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid", "gradient", "histogramdd"},
 }
 
 # Ops of these families that are not checked, with the reason. Counted as not passed.
