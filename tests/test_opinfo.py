@@ -54,7 +54,8 @@ NAMED = {
               "tril", "triu", "trace", "expand", "expand_as", "broadcast_to", "split", "split_with_sizes", "chunk",
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
     "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
-                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid"},
+                | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid", "gradient",
+                   "histogramdd"},
     "nn.functional": {
         "nn.functional." + name for name in (
             "linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",

@@ -9,7 +9,7 @@ torch.Size([50, 3])
 >>> float(x.sum()) == 3 * sum(range(50))
 True
 """
-from . import base, debug, dispatch, fft, io, layout, linalg, ops  # noqa: F401  (ops registers the rule families)
+from . import base, debug, dispatch, fft, io, layout, linalg, ops, signal  # noqa: F401  (ops registers the rule families)
 from . import nn, optim, utils  # noqa: F401  (training: DataParallel, ShardedOptimizer, DataLoader)
 # estimators, after ops: they are written on the rules
 from . import cluster, decomposition, linear_model, naive_bayes, neighbors, preprocessing  # noqa: F401
@@ -24,6 +24,7 @@ from .ops.random import (
     Generator, get_rng_state, initial_seed, manual_seed, normal, rand, rand_like, randint, randint_like, randn, randn_like,
     randperm, set_rng_state,
 )
+from .signal.windows import bartlett_window, blackman_window, hamming_window, hann_window, kaiser_window
 from .printing import global_str, print0, print_ranks
 from .tensor import DistTensor
 
@@ -36,6 +37,7 @@ __all__ = [
     "distribute", "from_local", "zeros", "ones", "empty", "full", "arange", "linspace", "logspace", "eye",
     "zeros_like", "ones_like", "empty_like", "full_like",
     "Generator", "manual_seed", "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm",
-    "normal", "rand_like", "randn_like", "randint_like", "global_str", "print0", "print_ranks",
+    "normal", "rand_like", "randn_like", "randint_like", "global_str", "print0", "print_ranks", "signal",
+    "hann_window", "hamming_window", "blackman_window", "bartlett_window", "kaiser_window",
 ]
 

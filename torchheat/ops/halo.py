@@ -35,14 +35,28 @@ def _clip(a: int, b: int, lo: int, hi: int):
 
 def halo(x: DistTensor, extra: Sequence[int]) -> torch.Tensor:
     """The ``extra[r]`` global rows after rank r's chunk (fewer at the end), on each rank r."""
-    axis, comm, n = x._split, x._comm, x._gshape[x._split]
+    n = x._gshape[x._split]
+    return rows(x, [(o + c, min(n, o + c + e)) for o, c, e in zip(layout.offsets(x._counts), x._counts, extra)])
+
+
+def rows(x: DistTensor, want: Sequence[tuple]) -> torch.Tensor:
+    """The global rows ``[a, b) = want[r]`` of the split axis on each rank r, from whichever
+    ranks hold them (one differentiable exchange; any window, any layout)."""
+    axis, comm = x._split, x._comm
     start = layout.offsets(x._counts)
-    want = [(o + c, min(n, o + c + e)) for o, c, e in zip(start, x._counts, extra)]
     me0, me1 = start[comm.rank], start[comm.rank] + x._counts[comm.rank]
-    send = tuple(((axis,) + _clip(a, b, me0, me1),) for a, b in want)
+    parts = [_clip(a, b, me0, me1) for a, b in want]
+    local = x.local
+    sent = sorted(p for p in parts if p[1])
+    if any(p1[0] < p0[0] + p0[1] for p0, p1 in zip(sent, sent[1:])):
+        # a row goes to several ranks: send copies, so that backward sums their gradients
+        local = torch.cat([local.narrow(axis, s, k) for s, k in parts], axis)
+        sizes = tuple(k for _, k in parts)
+        parts = list(zip(layout.offsets(sizes), sizes))
+    send = tuple(((axis,) + tuple(p),) for p in parts)
     a, b = want[comm.rank]
     recv = tuple(((axis,) + _clip(o, o + c, a, b),) for o, c in zip(start, x._counts))
-    return cf.exchange(x.local, comm, send, recv, layout.local_shape(x._gshape, axis, b - a))
+    return cf.exchange(local, comm, send, recv, layout.local_shape(x._gshape, axis, b - a))
 
 
 @split_rule("diff")

@@ -642,6 +642,47 @@ def histogram(func, args, kwargs):
     return _finish(result, func, args, kwargs)
 
 
+def _histogramdd_sig(input, bins=10, *, range=None, weight=None, density=False, out=None):
+    return input, bins, range, weight, density
+
+
+def _global_box(x: DistTensor):
+    """The global ``[min_0, max_0, min_1, max_1, ...]`` of the points (last axis: coordinates;
+    one allgather)."""
+    points = x.local.detach().reshape(-1, x._gshape[-1])
+    if points.shape[0]:
+        low, high = points.amin(0), points.amax(0)
+    else:
+        low, high = (torch.full(points.shape[1:], extreme_identity(x.dtype, top), dtype=x.dtype) for top in (False, True))
+    lows, highs = (t.reshape(-1, low.numel()) for t in gather_parts([low[None], high[None]], x._comm))
+    return tuple(v for pair in zip(lows.amin(0).tolist(), highs.amax(0).tolist()) for v in pair)
+
+
+def histogramdd(func, args, kwargs):
+    """``histogramdd``: the global box of the points (unless ``bins`` are edges or ``range``
+    is given), local counts over the same edges, one allreduce; ``density`` after the sum."""
+    x, bins, range_, weight, density = call_args(_histogramdd_sig, func, args, kwargs)
+    if _split_input(args, kwargs) is None:
+        return _replicated(func, args, kwargs, x)
+    if x._split == len(x._gshape) - 1:  # split coordinates: move whole points to the ranks
+        x = relayout(x, 0, layout.balanced_counts(x._gshape[0], x._comm.size))
+    if isinstance(bins, (list, tuple)):
+        bins = [b.full() if isinstance(b, DistTensor) else b for b in bins]
+    edges_given = isinstance(bins, torch.Tensor) or (isinstance(bins, (list, tuple)) and isinstance(bins[0], torch.Tensor))
+    if not edges_given and range_ is None and x._gshape[:-1].numel():
+        range_ = _global_box(x)
+    call = {"range": range_} if range_ is not None and not edges_given else {}
+    weight = _aligned(weight, x)
+    local = agreed(x._comm, lambda: torch.histogramdd(x.local, bins, weight=weight, **call))
+    hist = x._comm.allreduce(local.hist, "sum")
+    if density:  # counts over the total and over each bin's volume
+        hist = hist / hist.sum()
+        for k, e in enumerate(local.bin_edges):
+            hist = hist / e.diff().reshape([-1 if j == k else 1 for j in range(hist.dim())])
+    result = torch.return_types.histogramdd((d.wrap_replicated(hist, x._comm), d.wrap_replicated(local.bin_edges, x._comm)))
+    return _finish(result, func, args, kwargs)
+
+
 def _bincount_sig(input, weights=None, minlength=0):
     return input, weights, minlength
 
@@ -943,6 +984,7 @@ d.register(d.aliases("cov") + d.aliases("corrcoef"), cov)
 _BUCKETIZE = set(d.aliases("bucketize"))
 d.register(d.aliases("histc"), histc)
 d.register(d.aliases("histogram"), histogram)
+d.register(d.aliases("histogramdd"), histogramdd)
 d.register(d.aliases("bincount"), bincount)
 d.register(d.aliases("searchsorted") + d.aliases("bucketize"), searchsorted)
 d.register(d.aliases("isin"), isin)
