@@ -19,7 +19,8 @@ export TORCHHEAT_TIMEOUT=${TORCHHEAT_TIMEOUT:-180}
 timeout_s=${TORCHHEAT_TEST_TIMEOUT:-240}
 pytest_args=(-q -p no:cacheprovider --timeout="$timeout_s" --timeout-method=thread)
 backend_tests=(tests/test_comm.py tests/test_backends.py tests/test_timeout.py)
-foundation_tests=("${backend_tests[@]}" tests/test_tensor.py tests/test_errors.py tests/test_autograd.py tests/test_creation.py tests/test_linalg.py)
+foundation_tests=("${backend_tests[@]}" tests/test_tensor.py tests/test_errors.py tests/test_autograd.py tests/test_creation.py tests/test_linalg.py
+                  tests/test_distance.py tests/test_data_parallel.py tests/test_optim.py)
 
 summary=()
 failed=0

@@ -4,15 +4,9 @@ import pytest
 import torch
 
 import torchheat as th
-from torchheat.testing import skewed_counts
+from test_linalg import placed
 
 F64 = dict(dtype=torch.float64)
-
-
-def placed(t, split, skewed, comm):
-    if split is None:
-        return th.distribute(t)
-    return th.distribute(t, split, counts=skewed_counts(t.shape[split], comm.size) if skewed else None)
 
 
 def cases(t):

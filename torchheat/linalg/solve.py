@@ -78,16 +78,19 @@ class _Solve(torch.autograd.Function):
 from ..ops.linalg import matmul_layout  # noqa: E402
 
 
+def _right_hand_side(b, comm):
+    """``B`` for a solver: split along its columns as it is, otherwise whole on every rank."""
+    if isinstance(b, DistTensor) and b._split == 1:
+        return b, 1, b._counts
+    return (d.to_layout(b, None, None) if isinstance(b, DistTensor) else wrap(b, None, comm, b.shape)), None, None
+
+
 def solve_matrix(a: DistTensor, b, name: str = "solve") -> DistTensor:
     """``A^-1 B`` for a split square A and an ``n x k`` B (any layout); X in B's layout
     (a row-split B's rows are gathered: ``n x k`` per rank)."""
     comm = a._comm
     ac = _columns(a)
-    if isinstance(b, DistTensor) and b._split == 1:
-        bl, split, counts = b, 1, b._counts
-    else:
-        bl = d.to_layout(b, None, None) if isinstance(b, DistTensor) else wrap(b, None, comm, b.shape)
-        split, counts = None, None
+    bl, split, counts = _right_hand_side(b, comm)
     x = _Solve.apply(ac.local, bl.local, ac._counts, comm, split, counts, name)
     out = wrap(x, split, comm, d.shape_of(b), counts)
     if isinstance(b, DistTensor) and b._split == 0:
@@ -177,7 +180,8 @@ def determinant(func, args, kwargs):
         return scalar(sign * logabs.exp())
     if func in (torch.logdet, torch.Tensor.logdet):
         return scalar(torch.where(sign < 0, torch.full_like(logabs, float("nan")), torch.where(sign == 0, -torch.inf, logabs)))
-    out = (scalar(sign), scalar(logabs))
+    # torch's sign requires grad (with a zero gradient): tie it to logabs, finite even where that is -inf
+    out = (scalar(sign.detach() + 0 * torch.nan_to_num(logabs)), scalar(logabs))
     return torch.return_types.linalg_slogdet(out) if func is torch.linalg.slogdet else torch.return_types.slogdet(out)
 
 
@@ -305,11 +309,7 @@ def triangular(t: DistTensor, b, upper: bool, unit: bool) -> DistTensor:
     """``T^-1 B`` for a split triangular T and an ``n x k`` B (any layout; X in B's layout)."""
     comm = t._comm
     tc = _columns(t)
-    if isinstance(b, DistTensor) and b._split == 1:
-        bl, split, counts = b, 1, b._counts
-    else:
-        bl = d.to_layout(b, None, None) if isinstance(b, DistTensor) else wrap(b, None, comm, b.shape)
-        split, counts = None, None
+    bl, split, counts = _right_hand_side(b, comm)
     x = _TriSolve.apply(tc.local, bl.local, tc._counts, comm, upper, unit, split, counts)
     out = wrap(x, split, comm, d.shape_of(b), counts)
     if isinstance(b, DistTensor) and b._split == 0:

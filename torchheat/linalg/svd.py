@@ -176,7 +176,7 @@ def _tolerance(s, shape, atol, rtol):
 def matrix_rank(func, args, kwargs):
     """``linalg.matrix_rank``: singular values above the tolerance."""
     x, tol, hermitian, atol, rtol = _rank_sig(*args, **kwargs)
-    if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (tol, atol, rtol)):
+    if not _matrix(x) or hermitian or any(isinstance(t, torch.Tensor) for t in (tol, atol, rtol)):
         return d.no_rule(func, args, kwargs)
     s = singular_values(x)
     if s is None:
@@ -193,6 +193,7 @@ def _pinv_sig(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None)
 @batch.algorithm("linalg.pinv", "pinverse")
 def pinv(func, args, kwargs):
     """``linalg.pinv`` of a tall-skinny (or wide) split matrix: ``V S^+ U^H``."""
+    hermitian = False
     if func in (torch.pinverse, torch.Tensor.pinverse):
         x = args[0]
         rcond = kwargs.get("rcond", args[1] if len(args) > 1 else 1e-15)
@@ -201,8 +202,8 @@ def pinv(func, args, kwargs):
         x, rcond, hermitian, atol, rtol = _pinv_sig(*args, **kwargs)
         if rcond is not None:
             rtol = rcond
-    if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
-        return d.no_rule(func, args, kwargs)
+    if not _matrix(x) or hermitian or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
+        return d.no_rule(func, args, kwargs)  # (hermitian: torch reads only the lower triangle, through eigh)
     out = tall_svd(x)
     if out is None:
         return d.no_rule(func, args, kwargs)

@@ -160,6 +160,32 @@ def _axes(out, out_axes) -> list:
     return [out_axes] * n if isinstance(out_axes, int) or out_axes is None else list(out_axes)
 
 
+def _differentiated(func, args, kwargs, stand_ins) -> list:
+    """The inputs requiring grad that torch's ``func`` differentiates, found by a backward of
+    one sample's stand-ins: the ranks with samples reach exactly these in backward (a target
+    used only in comparisons is not reached, and its collective must not run here either)."""
+    leaves = pytree.tree_leaves((list(args), dict(kwargs)))
+    wanted = [i for i, t in enumerate(leaves) if isinstance(t, torch.Tensor) and t.requires_grad]
+    if not wanted:
+        return []
+    margs, mkwargs = stand_ins(None)
+    flat, spec = pytree.tree_flatten((list(margs), mkwargs))
+    try:
+        for i in wanted:
+            flat[i] = flat[i].detach().requires_grad_()
+        margs, mkwargs = pytree.tree_unflatten(flat, spec)
+        with torch.enable_grad():
+            out = [o for o in pytree.tree_leaves(d.run_local(func, tuple(margs), mkwargs))
+                   if isinstance(o, torch.Tensor) and o.requires_grad]
+            if not out:
+                return []
+            grads = torch.autograd.grad(sum(o.real.sum() if o.is_complex() else o.sum() for o in out),
+                                        [flat[i] for i in wanted], allow_unused=True)
+    except Exception:  # the stand-ins are not valid values for func: every input, as before
+        return [leaves[i] for i in wanted]
+    return [leaves[i] for i, g in zip(wanted, grads) if g is not None]
+
+
 def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out_axes):
     """The outputs of ``func`` for an empty local batch where torch refuses one: their shapes
     come from a meta run on one sample; they are zeros that depend on every input that
@@ -185,7 +211,7 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
         meta = d.run_local(func, *stand_ins("meta"))
     except Exception:  # no meta kernel, or a check of the values (var < 0 ...): zeros on the device
         meta = d.run_local(func, *stand_ins(None))
-    inputs = [t for t in pytree.tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor) and t.requires_grad]
+    inputs = _differentiated(func, args, kwargs, stand_ins)
     device = inputs[0].device if inputs else "cpu"
 
     def zeros(m, a):
