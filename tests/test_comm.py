@@ -380,6 +380,18 @@ def test_exchange_derivatives(comm, kind, src, dst):
 
 
 @pytest.mark.parametrize("kind", COUNTS)
+def test_exchange_to_several_ranks_derivatives(comm, kind):
+    # every rank sends its whole chunk to every rank (rows overlap in the send plan): backward
+    # must add the gradients that come back from the ranks, not keep one of them
+    x, w = f64(5, 4), f64(comm.size, 5, 4)
+    counts = COUNTS[kind](5, comm.size)
+    send = tuple(((0, 0, counts[comm.rank]),) for _ in range(comm.size))
+    recv = tuple(((0, o, c),) for o, c in zip(layout.offsets(counts), counts))
+    check_derivatives(comm, lambda c: cf.all_reduce((w[comm.rank] * cf.exchange(c, comm, send, recv, (5, 4)).sin()).sum(), comm) ** 2,
+                      lambda x: (w.sum(0) * x.sin()).sum() ** 2, x, lambda t: chunk(t, counts, 0, comm.rank))
+
+
+@pytest.mark.parametrize("kind", COUNTS)
 @pytest.mark.parametrize("axis", [0, 1])
 def test_reduce_scatter_derivatives(comm, kind, axis):
     partials, w = f64(comm.size, 5, 4), f64(5, 4)

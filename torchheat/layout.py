@@ -193,6 +193,24 @@ def exchange_plan(
     return send, recv, out_shape
 
 
+@functools.lru_cache(maxsize=4096)
+def overlapping(specs: Tuple[Narrow, ...], shape: Tuple[int, ...]) -> bool:
+    """Whether two of the non-empty parts ``narrow(t, spec)`` of a tensor of ``shape`` share
+    an element.
+
+    >>> overlapping((((0, 0, 2),), ((0, 1, 2),)), (3, 4)), overlapping((((0, 0, 1),), ((0, 1, 2),)), (3, 4))
+    (True, False)
+    """
+    boxes = []
+    for spec in specs:
+        box = [(0, n) for n in shape]
+        for axis, start, length in spec:
+            box[axis] = (box[axis][0] + start, box[axis][0] + start + length)
+        if all(b > a for a, b in box):
+            boxes.append(box)
+    return any(all(a0 < b1 and a1 < b0 for (a0, b0), (a1, b1) in zip(p, q)) for i, p in enumerate(boxes) for q in boxes[i + 1:])
+
+
 def narrow(t: torch.Tensor, spec: Narrow) -> torch.Tensor:
     """Apply a narrow spec to a plain tensor (a view, no copy)."""
     for axis, start, length in spec:

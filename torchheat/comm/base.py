@@ -298,21 +298,30 @@ class Communicator(abc.ABC):
     @blocking("exchange")
     def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow]) -> torch.Tensor:
         """Alltoallv: send ``narrow(src, send[j])`` to rank j; return the new local tensor of
-        ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i (zeros elsewhere)."""
+        ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i (zeros elsewhere;
+        where the parts of several ranks overlap, their sum: the adjoint of a plan that sends
+        one row to several ranks)."""
         src = values(src)
         out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
         sends = [layout.narrow(src, s) for s in send]
-        recvs = [layout.narrow(out, r) for r in recv]
-        if sum(r.numel() for r in recvs) != out.numel():  # a plan that fills part of the result (a halo's adjoint)
+        parts = [layout.narrow(out, r) for r in recv]
+        summed = layout.overlapping(tuple(recv), tuple(out_shape))
+        if summed or sum(r.numel() for r in parts) != out.numel():  # parts do not tile the result
             out.zero_()
         debug.record("alltoallv", sum(nbytes(s) for i, s in enumerate(sends) if i != self.rank), self.size)
         sends = [s if s.numel() else None for s in sends]
-        recvs = [r if r.numel() else None for r in recvs]
+        recvs = [(torch.empty_like(r) if summed else r) if r.numel() else None for r in parts]
         if sends[self.rank] is not None:  # our own part never leaves the process
             recvs[self.rank].copy_(sends[self.rank])
-        sends[self.rank] = recvs[self.rank] = None
+        own, sends[self.rank] = recvs[self.rank], None
+        recvs[self.rank] = None
         if self.size > 1:
             self._exchange(sends, recvs)
+        if summed:
+            recvs[self.rank] = own
+            for part, got in zip(parts, recvs):
+                if got is not None:
+                    part.add_(got)
         return out
 
     @blocking("gatherv")

@@ -46,17 +46,10 @@ def rows(x: DistTensor, want: Sequence[tuple]) -> torch.Tensor:
     start = layout.offsets(x._counts)
     me0, me1 = start[comm.rank], start[comm.rank] + x._counts[comm.rank]
     parts = [_clip(a, b, me0, me1) for a, b in want]
-    local = x.local
-    sent = sorted(p for p in parts if p[1])
-    if any(p1[0] < p0[0] + p0[1] for p0, p1 in zip(sent, sent[1:])):
-        # a row goes to several ranks: send copies, so that backward sums their gradients
-        local = torch.cat([local.narrow(axis, s, k) for s, k in parts], axis)
-        sizes = tuple(k for _, k in parts)
-        parts = list(zip(layout.offsets(sizes), sizes))
-    send = tuple(((axis,) + tuple(p),) for p in parts)
+    send = tuple(((axis,) + tuple(p),) for p in parts)  # a row may go to several ranks
     a, b = want[comm.rank]
     recv = tuple(((axis,) + _clip(o, o + c, a, b),) for o, c in zip(start, x._counts))
-    return cf.exchange(local, comm, send, recv, layout.local_shape(x._gshape, axis, b - a))
+    return cf.exchange(x.local, comm, send, recv, layout.local_shape(x._gshape, axis, b - a))
 
 
 @split_rule("diff")
