@@ -29,25 +29,9 @@ import torch
 
 from ..base import BaseEstimator, TransformerMixin, check_is_fitted
 from ..ops.random import Generator, default_generator, randn
-from ..tensor import DistTensor
+from ..validation import check_array, replicated
 
 _FITTED = ("components_", "mean_", "explained_variance_")
-
-
-def _plain(t: torch.Tensor) -> torch.Tensor:
-    """A small replicated result as a plain tensor (the same on every rank)."""
-    return t.full() if isinstance(t, DistTensor) else t
-
-
-def _replicated(t: torch.Tensor) -> torch.Tensor:
-    return _plain(t.resplit(None) if isinstance(t, DistTensor) else t)
-
-
-def _as_data(x) -> torch.Tensor:
-    x = x if isinstance(x, torch.Tensor) else torch.as_tensor(x)
-    if x.dim() != 2:
-        raise ValueError(f"Expected a 2D array, got an array of shape {tuple(x.shape)} instead")
-    return x if x.dtype.is_floating_point else x.to(torch.get_default_dtype())
 
 
 def _svd_flip(vt: torch.Tensor) -> torch.Tensor:
@@ -61,7 +45,7 @@ def _orthonormal(q: torch.Tensor) -> torch.Tensor:
     """An orthonormal basis of the columns of a split tall-skinny ``q``: twice ``q V L^-1/2``
     from the eigendecomposition of the Gram matrix (one small product each)."""
     for _ in range(2):
-        values, vectors = torch.linalg.eigh(_replicated(q.mT @ q))
+        values, vectors = torch.linalg.eigh(replicated(q.mT @ q))
         values = values.clamp_min(values.max().clamp_min(0) * torch.finfo(values.dtype).eps * q.shape[0])
         q = q @ (vectors / values.sqrt())
     return q
@@ -119,11 +103,11 @@ class PCA(TransformerMixin, BaseEstimator):
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, x, y=None) -> "PCA":
         """Learn the components of ``x (n_samples, n_features)``; returns self."""
-        x = _as_data(x)
+        x = check_array(x)
         n, dim = x.shape
         k = self._check_components(n, dim)
         solver = self._solver(n, dim, k)
-        self.mean_ = _replicated(x.mean(0))
+        self.mean_ = replicated(x.mean(0))
         centred = x - self.mean_
         if solver == "full":
             self._fit_full(centred, n, dim, k)
@@ -161,7 +145,7 @@ class PCA(TransformerMixin, BaseEstimator):
         return "randomized" if isinstance(k, int) and 1 <= k < 0.8 * min(n, dim) else "full"
 
     def _fit_full(self, centred, n: int, dim: int, k) -> None:
-        covariance = _replicated(centred.mT @ centred) / max(n - 1, 1)
+        covariance = replicated(centred.mT @ centred) / max(n - 1, 1)
         values, vectors = torch.linalg.eigh(covariance)
         rank = min(n, dim)
         variance = values.flip(0)[:rank].clamp_min(0)
@@ -177,12 +161,12 @@ class PCA(TransformerMixin, BaseEstimator):
         power = self.iterated_power if self.iterated_power != "auto" else (7 if k < 0.1 * min(n, dim) else 4)
         generator = self.random_state if isinstance(self.random_state, Generator) else \
             default_generator if self.random_state is None else Generator().manual_seed(int(self.random_state))
-        q = centred @ _plain(randn(dim, width, generator=generator, dtype=centred.dtype))
+        q = centred @ replicated(randn(dim, width, generator=generator, dtype=centred.dtype))
         for _ in range(power):
             q = _orthonormal(q)
-            q = centred @ _replicated(centred.mT @ q)
+            q = centred @ replicated(centred.mT @ q)
         q = _orthonormal(q)
-        _, s, vt = torch.linalg.svd(_replicated(q.mT @ centred), full_matrices=False)
+        _, s, vt = torch.linalg.svd(replicated(q.mT @ centred), full_matrices=False)
         vt = _svd_flip(vt[:k])
         variance = s[:k] ** 2 / max(n - 1, 1)
         total = float((centred ** 2).sum()) / max(n - 1, 1)
@@ -202,7 +186,7 @@ class PCA(TransformerMixin, BaseEstimator):
     def transform(self, x) -> torch.Tensor:
         """Project ``x`` on the components (split as ``x`` along its samples)."""
         check_is_fitted(self, _FITTED)
-        out = (_as_data(x) - self.mean_) @ self.components_.mT
+        out = (check_array(x) - self.mean_) @ self.components_.mT
         if self.whiten:
             out = out / self._scale()
         return out
@@ -211,7 +195,7 @@ class PCA(TransformerMixin, BaseEstimator):
         """Data back from projections (exact for the variance the components explain)."""
         check_is_fitted(self, _FITTED)
         components = self.components_ * self._scale()[:, None] if self.whiten else self.components_
-        return _as_data(x) @ components + self.mean_
+        return check_array(x) @ components + self.mean_
 
     def _scale(self) -> torch.Tensor:
         scale = self.explained_variance_.sqrt()
