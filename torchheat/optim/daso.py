@@ -31,7 +31,8 @@ bfloat16/float16 halve the bytes of float32 at every N; the 16-bit values travel
 reinterpreted as int16 (plain bytes to every backend) and are never added in 16-bit or
 integer arithmetic. The result depends neither on the chunk size nor on the backend's
 reduction order, and is the same bits on every rank. A non-blocking synchronization posts
-phase 1 when sent, runs phase 2 on the next batch, and waits for it when received.
+phase 1 when sent, runs phase 2 at the next batch (at the receive when B = 1), and waits
+for it when received. On one node there is no global traffic: DASO is DataParallel.
 
 Examples
 --------
