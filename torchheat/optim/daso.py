@@ -458,7 +458,6 @@ class DASO:
             l = self.schedule.state[1] if self.nodes > 1 else 1  # one node: DataParallel, nothing to skip for
             self.module.require_backward_grad_sync = l <= 1 or batch % l == 0
 
-
     def _send(self) -> Tuple[Optional[_GlobalMean], int]:
         """Start a synchronization of the current group (every rank counts it; its members send)."""
         group, self._syncs = self._syncs % self.ranks_per_node, self._syncs + 1
