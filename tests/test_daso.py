@@ -103,15 +103,17 @@ def test_one_node_is_data_parallel(comm):
     assert_replicated_close(params(net), params(ref), rtol=0, atol=0)
 
 
-def test_one_rank_per_node_has_no_local_sync(comm):
+def test_one_rank_per_node_has_no_local_sync(comm, capsys):
     data = batches(2)
     net = mlp()
-    daso = th.optim.DASO(sgd(net.parameters()), total_epochs=1, ranks_per_node=1, module=net, loader=data,
-                         downcast_type=torch.float32)
+    dp = th.nn.DataParallel(net)  # an existing DataParallel is pointed at the node
+    daso = th.optim.DASO(sgd(net.parameters()), total_epochs=1, ranks_per_node=1, module=dp, loader=data,
+                         downcast_type=torch.float32, verbose=True)
+    assert daso.module is dp and dp.comm is daso.local_comm and daso.local_comm.size == 1
     with th.debug.comm_log() as log:
-        train(daso.module, daso, data, 1, comm, daso)
-    assert daso.local_comm.size == 1
+        train(dp, daso, data, 1, comm, daso)
     assert not [e for e in log if e.collective in ("iallreduce", "bcast") and e.ranks > 1], log
+    assert ("DASO epoch 0 (cooldown): global skip 0" in capsys.readouterr().out) == (comm.rank == 0)
 
 
 # -- 3. the merge rule ----------------------------------------------------------------------------
