@@ -56,13 +56,17 @@ def _unpack_into(tensors: List[torch.Tensor], flat: torch.Tensor) -> None:
         start += n
 
 
-def broadcast_tensors(tensors: List[torch.Tensor], comm: Communicator, root: int = 0) -> bool:
+def broadcast_tensors(tensors: List[torch.Tensor], comm: Communicator, root: int = 0, check: bool = True) -> bool:
     """Overwrite ``tensors`` in place with ``root``'s values in one broadcast; return whether
-    any rank's values differed from root's (the same answer on every rank)."""
+    any rank's values differed from root's (the same answer on every rank; with
+    ``check=False`` not asked, one collective less, and False)."""
     if comm.size == 1 or not tensors:
         return False
     mine = _as_bytes(tensors)
-    flat = comm.bcast(mine.clone(), root)
+    flat = comm.bcast(mine.clone() if check else mine, root)
+    if not check:
+        _unpack_into(tensors, flat)
+        return False
     differed = comm.allreduce(torch.tensor([not torch.equal(mine, flat)]), "lor")
     _unpack_into(tensors, flat)
     return bool(differed)
@@ -202,6 +206,17 @@ class DataParallel(torch.nn.Module):
                 self._bucket_of[p] = b
                 if self.comm.size > 1:
                     p.register_post_accumulate_grad_hook(self._ready)
+
+    @property
+    def require_backward_grad_sync(self) -> bool:
+        """Whether the next backward averages gradients over ``comm`` (as DDP's attribute of
+        that name; ``no_sync()`` clears it for its block). ``comm`` itself may also be
+        replaced between backwards (:class:`torchheat.optim.DASO` points it at a node)."""
+        return self._sync
+
+    @require_backward_grad_sync.setter
+    def require_backward_grad_sync(self, value: bool) -> None:
+        self._sync = bool(value)
 
     @contextlib.contextmanager
     def no_sync(self):
