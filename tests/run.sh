@@ -20,7 +20,7 @@ timeout_s=${TORCHHEAT_TEST_TIMEOUT:-240}
 pytest_args=(-q -p no:cacheprovider --timeout="$timeout_s" --timeout-method=thread)
 backend_tests=(tests/test_comm.py tests/test_backends.py tests/test_timeout.py)
 foundation_tests=("${backend_tests[@]}" tests/test_tensor.py tests/test_errors.py tests/test_autograd.py tests/test_creation.py tests/test_linalg.py
-                  tests/test_distance.py tests/test_data_parallel.py tests/test_optim.py)
+                  tests/test_distance.py tests/test_data_parallel.py tests/test_optim.py tests/test_daso.py)
 
 summary=()
 failed=0
