@@ -55,7 +55,7 @@ NAMED = {
               "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
     "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
                 | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid", "gradient",
-                   "histogramdd"},
+                   "histogramdd", "stft", "istft"},
     "nn.functional": {
         "nn.functional." + name for name in (
             "linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
