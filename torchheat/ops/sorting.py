@@ -982,7 +982,8 @@ def unique_dim(x: DistTensor, dim: int, inverse: bool, with_counts: bool):
     # Each distinct slice (and its count) to the rank of its range; that rank merges them.
     dest = sum((_after(mine, s).to(torch.int64) for s in splitters), torch.zeros(mine.shape[0], dtype=torch.int64))
     order = torch.sort(dest, stable=True).indices
-    (got, got_counts), matrix = _route([mine[order], mine_counts[order]], torch.bincount(dest, minlength=p).tolist(), comm)
+    send = torch.bincount(dest, minlength=p).tolist()
+    (got, got_counts), matrix = _route([mine[order], mine_counts[order]], send, comm)
     merged, where = torch.unique(got, dim=0, return_inverse=True) if got.shape[0] else (got, empty)
     counts = torch.zeros(merged.shape[0], dtype=torch.int64).index_add_(0, where, got_counts)
     numbers = tuple(comm.allgather_obj(merged.shape[0]))

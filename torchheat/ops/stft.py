@@ -24,7 +24,7 @@ the window's) follow from differentiable exchanges and plain torch ops.
 Examples
 --------
 >>> import torch, torchheat as th
->>> t, w = torch.randn(200, dtype=torch.float64), torch.hann_window(32, dtype=torch.float64)
+>>> t, w = torch.sin(torch.arange(200, dtype=torch.float64) ** 1.5), torch.hann_window(32, dtype=torch.float64)
 >>> spec = torch.stft(th.distribute(t, split=0), 32, 8, window=w, return_complex=True)
 >>> spec.split_dim, bool(torch.allclose(spec.full(), torch.stft(t, 32, 8, window=w, return_complex=True)))
 (1, True)
