@@ -52,10 +52,12 @@ NAMED = {
               "atleast_2d", "atleast_3d", "flip", "fliplr", "flipud", "rot90", "roll", "nn.functional.pad",
               "constant_pad_nd", "repeat", "tile", "repeat_interleave", "diag", "diagonal", "diag_embed", "diagflat",
               "tril", "triu", "trace", "expand", "expand_as", "broadcast_to", "split", "split_with_sizes", "chunk",
-              "tensor_split", "unbind", "hsplit", "vsplit", "dsplit"},
+              "tensor_split", "unbind", "hsplit", "vsplit", "dsplit", "block_diag", "view_copy", "transpose_copy",
+              "permute_copy", "t_copy", "diagonal_copy", "unsqueeze_copy", "squeeze_copy", "expand_copy", "unfold_copy",
+              "alias_copy", "split_with_sizes_copy", "unbind_copy"},
     "spectral": {f"fft.{k}{v}" for k in ("fft", "ifft", "rfft", "irfft", "hfft", "ihfft") for v in ("", "2", "n")}
                 | {"fft.fftshift", "fft.ifftshift", "trapezoid", "trapz", "cumulative_trapezoid", "gradient",
-                   "histogramdd"},
+                   "histogramdd", "stft", "istft"},
     "nn.functional": {
         "nn.functional." + name for name in (
             "linear", "bilinear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
@@ -92,6 +94,8 @@ EXCLUDED = {
                            "for split input torchheat raises NotDistributedError by design",
     "norm.nuc": "the nuclear norm is a sum of singular values: an SVD (linalg family), not a reduction",
     "unbind": "unbind along the split axis would give tensors that each live on one rank: NotDistributedError by design",
+    "unbind_copy": "unbind along the split axis would give tensors that each live on one rank: NotDistributedError by "
+                   "design",
     "view_as": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape "
                "copies)",
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",

@@ -425,3 +425,50 @@ def test_unfold_across_chunks_is_a_copy_and_within_them_a_view(comm):
     if comm.size > 1:
         with pytest.raises(th.NotDistributedError, match="writes into a copy"):
             z.zero_()
+
+
+def test_block_diag():
+    """Split operands (rows, columns, a split 1-D operand, empty chunks) among plain ones, promoted dtypes, gradients."""
+    a, b = torch.randn(4, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    c, e = torch.tensor(2.0, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float32)
+    ra, rb = a.clone().requires_grad_(), b.clone().requires_grad_()
+    expected = torch.block_diag(ra, rb, c, e)
+    weight = torch.randn(expected.shape, dtype=torch.float64)
+    ga, gb = torch.autograd.grad((expected * weight).sum(), [ra, rb])
+    ys = list(layouts(b, requires_grad=True))
+    for i, x in enumerate(layouts(a, requires_grad=True)):  # every layout of each, in varied pairs
+        y = ys[i % len(ys)]
+        got = torch.block_diag(x, y, c, e)
+        assert_dist_close(got, expected.detach())
+        gx, gy = torch.autograd.grad((got.full() * weight).sum(), [x, y])
+        assert_dist_close(gx, ga, split=x.split_dim)
+        assert_dist_close(gy, gb, split=y.split_dim)
+
+
+COPIES = [(torch.view_copy, ((24,),)), (torch.view_copy, ((3, 8),)), (torch.transpose_copy, (0, 1)), (torch.t_copy, ()),
+          (torch.permute_copy, ((1, 0),)), (torch.select_copy, (0, 1)), (torch.select_copy, (1, -1)),
+          (torch.diagonal_copy, (1,)), (torch.unsqueeze_copy, (1,)), (torch.squeeze_copy, ()),
+          (torch.expand_copy, ((2, 4, 6),)), (torch.unfold_copy, (0, 2, 1)), (torch.alias_copy, ()),
+          (torch.detach_copy, ()), (torch.slice_copy, (0, 1, 4, 2)), (torch.slice_copy, (1, -5)),
+          (torch.split_copy, (3, 1)), (torch.split_with_sizes_copy, ([1, 3],)), (torch.narrow_copy, (1, 1, 3))]
+
+
+@pytest.mark.parametrize("func, args", COPIES, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_view_copies(func, args):
+    """Each ``*_copy`` is its view op followed by a clone: torch's values, a layout, no storage
+    shared with the input, and torch's gradient."""
+    t = torch.randn(4, 6, dtype=torch.float64)
+    ref = t.clone().requires_grad_()
+    expected = func(ref, *args)
+    outs = expected if isinstance(expected, tuple) else (expected,)
+    weights = [torch.randn(o.shape, dtype=torch.float64) for o in outs]
+    grad = None if func is torch.detach_copy else torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, weights)), ref)[0]
+    for x in layouts(t, requires_grad=True):
+        got = func(x, *args)
+        assert_dist_close(got, tuple(o.detach() for o in outs) if isinstance(expected, tuple) else expected.detach())
+        pieces = got if isinstance(got, tuple) else (got,)
+        assert all(p.local.numel() == 0 or p.local.untyped_storage().data_ptr() != x.local.untyped_storage().data_ptr()
+                   for p in pieces)
+        if grad is not None:
+            (g,) = torch.autograd.grad(sum((p.full() * w).sum() for p, w in zip(pieces, weights)), x)
+            assert_dist_close(g, grad, split=x.split_dim)

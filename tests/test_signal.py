@@ -97,3 +97,94 @@ def test_histogramdd(comm, kwargs):
         got = torch.histogramdd(x, **call)
         assert_dist_close(got.hist, expected.hist, split=None, rtol=1e-12, atol=1e-12)
         assert_dist_close(list(got.bin_edges), list(expected.bin_edges), split=None, rtol=1e-12, atol=1e-12)
+
+
+def _as_real(out):
+    return torch.view_as_real(out) if out.is_complex() else out
+
+
+def check_transform(fn, t, window, comm, **kwargs):
+    """fn(x, window=w, **kwargs) on every layout of t: torch's values and shape, and torch's
+    gradients of the signal and of the (replicated) window."""
+    ref, ref_w = t.clone().requires_grad_(), None if window is None else window.clone().requires_grad_()
+    expected = fn(ref, window=ref_w, **kwargs)
+    weight = torch.randn(_as_real(expected).shape, **F64)
+    wanted = [ref] + ([ref_w] if ref_w is not None else [])
+    expected_grads = torch.autograd.grad(_as_real(expected).mul(weight).sum(), wanted)
+    for x in layouts(t, comm, requires_grad=True):
+        w = None if window is None else window.clone().requires_grad_()
+        out = fn(x, window=w, **kwargs)
+        assert out.shape == expected.shape and out.dtype == expected.dtype
+        assert_dist_close(out, expected.detach(), split=out.split_dim, rtol=1e-10, atol=1e-10)
+        grads = torch.autograd.grad(_as_real(out.full()).mul(weight).sum(), [x] + ([w] if w is not None else []))
+        assert_dist_close(grads[0], expected_grads[0], split=x.split_dim, rtol=1e-10, atol=1e-10)
+        if w is not None:
+            torch.testing.assert_close(grads[1], expected_grads[1], rtol=1e-10, atol=1e-10)
+
+
+HANN = torch.hann_window(8, **F64)
+STFT_CASES = [
+    dict(n_fft=8, hop_length=2, window=HANN),
+    dict(n_fft=8, hop_length=3, window=HANN, pad_mode="constant", normalized=True),
+    dict(n_fft=8, hop_length=2, window=HANN, pad_mode="replicate", onesided=False),
+    dict(n_fft=8, hop_length=5, window=HANN, pad_mode="circular"),
+    dict(n_fft=8, hop_length=2, window=HANN, center=False, return_complex=False),
+    dict(n_fft=8, hop_length=2, win_length=5, window=torch.hamming_window(5, **F64), center=False),
+    dict(n_fft=6, window=None),
+]
+
+
+@pytest.mark.parametrize("case", range(len(STFT_CASES)))
+def test_stft(comm, case):
+    """Each option once, on a 1-D signal or a batch of signals (batch split: local; time split: halo)."""
+    kwargs, shape = STFT_CASES[case], [(23,), (3, 19)][case % 2]
+    kwargs = dict(kwargs, return_complex=kwargs.get("return_complex", True))
+    window = kwargs.pop("window")
+    check_transform(torch.stft, torch.randn(shape, **F64), window, comm, **kwargs)
+
+
+def test_stft_complex_signal_and_split_window(comm):
+    t = torch.randn(2, 17, dtype=torch.complex128)
+    check_transform(torch.stft, t, HANN, comm, n_fft=8, hop_length=3, return_complex=True)
+    x = th.distribute(torch.randn(20, **F64), split=0)
+    got = x.stft(8, 2, window=th.hann_window(8, split=0, **F64), return_complex=True)
+    expected = torch.stft(x.full(), 8, 2, window=HANN, return_complex=True)
+    assert_dist_close(got, expected, split=1, rtol=1e-12, atol=1e-12)
+
+
+ISTFT_CASES = [
+    dict(n_fft=8, hop_length=2, window=HANN),
+    dict(n_fft=8, hop_length=3, window=HANN, normalized=True, length=20),
+    dict(n_fft=8, hop_length=2, window=HANN, length=31),
+    dict(n_fft=8, hop_length=2, win_length=6, window=torch.hann_window(6, **F64) + 0.1),
+    dict(n_fft=8, hop_length=2, window=HANN, onesided=False, return_complex=True),
+    dict(n_fft=8, hop_length=4, window=None, center=False, length=17),
+]
+
+
+@pytest.mark.parametrize("case", range(len(ISTFT_CASES)))
+def test_istft(comm, case):
+    kwargs, batch = dict(ISTFT_CASES[case]), [(), (3,)][case % 2]
+    window = kwargs.pop("window")
+    two_sided = kwargs.get("return_complex", False)
+    signal = torch.randn(batch + (24,), dtype=torch.complex128 if two_sided else torch.float64)
+    spec = torch.stft(signal, kwargs["n_fft"], kwargs["hop_length"], kwargs.get("win_length"), window,
+                      center=kwargs.get("center", True), onesided=not two_sided, return_complex=True)
+    check_transform(torch.istft, spec, window, comm, **kwargs)
+
+
+def test_stft_istft_errors(comm):
+    t = torch.randn(2, 12, **F64)
+    spec = torch.stft(t, 8, 2, window=HANN, return_complex=True)
+    bad = [(torch.stft, t, dict(n_fft=8, hop_length=2, window=HANN)),  # return_complex not given
+           (torch.stft, t, dict(n_fft=32, hop_length=2, window=torch.hann_window(32, **F64), return_complex=True)),
+           (torch.istft, spec, dict(n_fft=8, hop_length=9, window=HANN)),
+           (torch.istft, spec, dict(n_fft=8, hop_length=2, window=HANN, center=False)),  # the envelope is zero
+           (torch.istft, spec.real.contiguous(), dict(n_fft=8, hop_length=2, window=HANN))]
+    for fn, data, kwargs in bad:
+        with pytest.raises(Exception) as want:
+            fn(data, **kwargs)
+        for x in layouts(data, comm):
+            with pytest.raises(type(want.value)) as got:
+                fn(x, **kwargs)
+            assert str(got.value) == str(want.value)

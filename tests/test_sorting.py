@@ -210,6 +210,20 @@ def test_unique_like_torch():
         assert_dist_close(torch.unique(x, return_counts=True), torch.unique(f, return_counts=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_unique_dim_like_torch(dtype):
+    """unique(dim=k) along the split axis and along the others: distinct slices, sorted,
+    with their inverse and counts (repeated slices across chunks, empty chunks)."""
+    t = torch.randint(0, 2, (9, 3, 2)).to(dtype)
+    t[5], t[:, 2] = t[1], t[:, 0]
+    for x in layouts(t):
+        for dim in (0, 1, -1):
+            expected = torch.unique(t, dim=dim, return_inverse=True, return_counts=True)
+            assert_dist_close(torch.unique(x, dim=dim, return_inverse=True, return_counts=True), expected)
+            assert_dist_close(x.unique(dim=dim), expected[0])
+    assert_dist_close(torch.unique(th.distribute(t[:0], 0), dim=0, return_counts=True), torch.unique(t[:0], dim=0, return_counts=True))
+
+
 def test_histograms_like_torch():
     t = torch.randn(17, 3, dtype=torch.float64)
     edges = torch.tensor([-1.0, 0.0, 2.0], dtype=t.dtype)

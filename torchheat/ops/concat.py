@@ -271,6 +271,22 @@ def rot90(func, args, kwargs):
     return call(torch.transpose, flipped, dims[0], dims[1])
 
 
+# -- block_diag -------------------------------------------------------------------------------
+@split_rule("block_diag")
+def block_diag(func, args, kwargs):
+    """``block_diag``: every operand (as a matrix) zero-padded to the result's width (locally,
+    or by growing the edge chunks where its columns are split), then one ``cat`` of the
+    blocks along the rows."""
+    meta = global_meta(func, args, kwargs)
+    blocks, first = [], 0
+    for t in args:
+        t = call(torch.atleast_2d, t if t.dtype == meta.dtype else _to(t, meta.dtype))
+        width = d.shape_of(t)[1]
+        blocks.append(call(torch.nn.functional.pad, t, (first, meta.shape[1] - first - width)))
+        first += width
+    return call(torch.cat, blocks, 0)
+
+
 # -- pad --------------------------------------------------------------------------------------
 @split_rule(torch.nn.functional.pad, torch.constant_pad_nd)
 def pad(func, args, kwargs):

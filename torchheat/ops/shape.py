@@ -300,3 +300,43 @@ def select(func, args, kwargs):
     out = wrap(owner_copy(x, row).select(dim, 0), None, x._comm, meta.shape, None)
     out._copy_of = f"x.select({dim}, {row}) along the split axis"
     return out
+
+
+# -- the ``*_copy`` variants: the view op, then a clone --------------------------------------------
+def _slice(x, dim=0, start=None, end=None, step=1):
+    key = (slice(None),) * layout.normalize_axis(dim, len(d.shape_of(x))) + (slice(start, end, step),)
+    return call(torch.Tensor.__getitem__, x, key)
+
+
+def _view(x, *shape, **kwargs):
+    """``view`` (its copy never needs to alias: by shape it is ``reshape``)."""
+    if shape and isinstance(shape[0], torch.dtype) or "dtype" in kwargs:
+        return call(torch.Tensor.view, x, *shape, **kwargs)
+    return call(torch.reshape, x, *shape, **kwargs)
+
+
+COPIES = {
+    torch.view_copy: _view, torch.transpose_copy: torch.transpose, torch.permute_copy: torch.permute,
+    torch.select_copy: torch.select, torch.diagonal_copy: torch.diagonal, torch.unsqueeze_copy: torch.unsqueeze,
+    torch.squeeze_copy: torch.squeeze, torch.expand_copy: torch.Tensor.expand, torch.t_copy: torch.t,
+    torch.unfold_copy: torch.Tensor.unfold, torch.alias_copy: torch.Tensor.view_as, torch.detach_copy: torch.detach,
+    torch.slice_copy: _slice, torch.split_copy: torch.split, torch.split_with_sizes_copy: torch.split_with_sizes,
+    torch.unbind_copy: torch.unbind,
+}
+
+
+@split_rule(*COPIES)
+def view_copy(func, args, kwargs):
+    """``view_copy, transpose_copy, ..., unbind_copy``: the view op's result, cloned (a new
+    DistTensor in the view's layout, sharing no storage with the input)."""
+    kwargs = {k: v for k, v in kwargs.items() if k != "implicit"}  # (expand_copy's tracing flag)
+    out = kwargs.pop("out", None)
+    if func is torch.alias_copy:
+        args = (args[0], args[0])
+    view = COPIES[func](*args, **kwargs) if COPIES[func] in (_slice, _view) else call(COPIES[func], *args, **kwargs)
+    result = type(view)(call(torch.clone, v) for v in view) if isinstance(view, (tuple, list)) else call(torch.clone, view)
+    if out is None:
+        return result
+    from .pointwise import write_out
+
+    return write_out(out, result, func, (args, kwargs))

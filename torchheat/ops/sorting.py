@@ -2,11 +2,13 @@
 
 Along an axis that is not split every op is local. Along the split axis:
 
-* ``sort, argsort, msort``: a sample sort. Every rank sorts its chunk, takes regular samples
-  of it, and the samples of all ranks (a few per rank, one allgather) give ``p - 1``
-  splitters; every rank sends each run between two splitters to its rank (one all-to-all of
-  values and int64 global indices), sorts the received runs (already sorted, so cheap) and
-  the result is rebalanced (one more all-to-all). Elements are ordered by (value, global
+* ``sort, argsort, msort``: a sample sort. Strided samples of every chunk (a few per rank,
+  one allgather) give ``p - 1`` splitters; every rank sends each element to the rank its
+  splitters name, in chunk order (one all-to-all of values and int64 global indices), sorts
+  what it received once (a stable sort: the runs arrive in global-index order) and the result
+  is rebalanced (one more all-to-all). Every element is sorted once, and the full-size buffers
+  (the send order, the sent and received elements) are freed as soon as they are used, so a
+  rank's peak memory is a few times its share. Elements are ordered by (value, global
   index) throughout, so splitters cut between equal keys, the partition stays balanced for
   any number of duplicates, and the order of equal keys is the stable one (the one torch
   gives with ``stable=True``; also a valid unstable order). NaN goes last ascending, first
@@ -47,7 +49,8 @@ from ..tensor import DistTensor, relayout, wrap
 from .pointwise import write_out
 from .reductions import agree_on_errors, bind, extreme_identity, gather_parts, torch_error
 
-_SAMPLES = 4  # regular samples per rank and splitter: a better balance costs only a small allgather
+_SAMPLES = 32  # strided samples per rank and splitter: a better balance costs only a small allgather
+_BLOCK = 1 << 16  # elements compared with the splitters at a time
 
 
 # -- the order: (value, global index), NaN last ascending and first descending, as torch ----------
@@ -100,15 +103,47 @@ def _route_to(parts, dest, comm):
 
 
 # -- the sample sort -------------------------------------------------------------------------------
+def _destinations(values: torch.Tensor, n: int, start: int, splitters, descending: bool) -> torch.Tensor:
+    """For each element of the column-major ``(n, width)`` chunk ``values`` (flattened), the
+    number of splitters ``(value, global row, column)`` that come before it: its rank.
+    Compared in blocks, so that the temporary masks stay small."""
+    p = len(splitters[0]) + 1
+    dest = torch.zeros(values.numel(), dtype=torch.uint8 if p < 256 else torch.int32, device=values.device)
+    for value, row, col in zip(*(t.tolist() for t in splitters)):
+        value = torch.tensor(value, dtype=values.dtype)
+        dest[(col + 1) * n:] += 1  # the later columns all come after the splitter
+        for lo in range(col * n, (col + 1) * n, _BLOCK):
+            seg = values[lo:min(lo + _BLOCK, (col + 1) * n)]
+            upto = _before(seg, value, descending)
+            tied = _tie(seg, value).nonzero().squeeze(1)
+            upto[tied] = tied + (lo - col * n + start) <= row  # equal values: the global row decides
+            dest[lo:lo + seg.numel()] += ~upto
+    return dest
+
+
+def _send_order(dest: torch.Tensor, p: int, dtype) -> torch.Tensor:
+    """The chunk positions of the elements for rank 0, then rank 1, ... (each in chunk order),
+    written part by part into one buffer of ``dtype`` (int32 when the positions fit)."""
+    order = torch.empty(dest.numel(), dtype=dtype, device=dest.device)
+    at = 0
+    for j in range(p):
+        part = (dest == j).nonzero().squeeze(1)
+        order[at:at + part.numel()] = part
+        at += part.numel()
+    return order
+
+
 def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     """Sort an ``(N, B)`` problem column by column: ``local`` holds this rank's ``counts[rank]``
     rows (any counts). Returns this rank's rows ``(values, global row indices)`` of the sorted
     columns in the balanced layout of N rows.
 
     The elements are ordered by (column, value, global row) in the column-major flattening of
-    the problem, which each rank's locally sorted columns already are: one sample sort of
-    that 1-D sequence sorts every column, and a position q of the sorted sequence is row
-    ``q % N`` of column ``q // N``. Differentiable in the values.
+    the problem. Splitters come from a strided sample of every chunk; each element goes to
+    the rank its splitters give it, in chunk order (one all-to-all of values and global
+    rows), so a stable sort of what a rank receives gives the global order, and a position
+    q of the sorted sequence is row ``q % N`` of column ``q // N``. Each element is sorted
+    once, and no full-size buffer lives longer than it must. Differentiable in the values.
     """
     p, rank = comm.size, comm.rank
     n, width = local.shape
@@ -117,19 +152,13 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     if not total * width:  # nothing to sort
         shape = (layout.balanced_counts(total, p)[rank], width)
         return local.new_empty(shape), torch.empty(shape, dtype=torch.int64, device=local.device)
-    values, rows = torch.sort(local, dim=0, stable=True, descending=descending)
-    rows = rows + start
-    if width > 1:
-        values, rows = values.t().reshape(-1), rows.t().reshape(-1)
-    else:
-        values, rows = values.reshape(-1), rows.reshape(-1)
+    values = local.t().reshape(-1) if width > 1 else local.reshape(-1)
     size = n * width
-    cols = torch.arange(width, device=local.device).repeat_interleave(n) if width > 1 else None
 
-    # Splitters: the regular samples of every rank that holds data, sorted, at every p-th position.
-    s = _SAMPLES * p - 1
-    at = (torch.arange(1, s + 1) * size // (s + 1)).clamp(max=max(size - 1, 0))
-    keys = torch.stack([rows[at], at // max(n, 1)]) if size else torch.zeros(2, s, dtype=torch.int64)
+    # Splitters: the samples of every rank that holds data, sorted, at every p-th position.
+    s = _SAMPLES * p
+    at = torch.arange(s) * size // s
+    keys = torch.stack([at % max(n, 1) + start, at // max(n, 1)]) if size else torch.zeros(2, s, dtype=torch.int64)
     sample = values.detach()[at] if size else torch.zeros(s, dtype=local.dtype, device=local.device)
     all_values, all_keys = cf.all_gather_parts([sample, keys], comm)
     holders = [r for r in range(p) if counts[r]]
@@ -137,25 +166,30 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     order = _lexsort([all_keys[0], all_values, all_keys[1]], descending)
     m = order.numel()
     picks = order[[min((k + 1) * m // p, m - 1) for k in range(p - 1)]]
-    split_values, split_rows, split_cols = all_values[picks], all_keys[0][picks], all_keys[1][picks]
+    splitters = (all_values[picks], all_keys[0][picks], all_keys[1][picks])
 
-    # This rank's sorted sequence cut before the first element after each splitter.
-    cuts, plain = [], values.detach()
-    for k in range(p - 1):
-        upto = _before(plain, split_values[k], descending) | (_tie(plain, split_values[k]) & (rows <= split_rows[k]))
-        if cols is not None:
-            upto = (cols < split_cols[k]) | ((cols == split_cols[k]) & upto)
-        cuts.append(int(upto.sum()))
-    cuts = [0] + cuts + [size]
-    send = [cuts[j + 1] - cuts[j] for j in range(p)]
-    keys = rows.unsqueeze(1) if cols is None else torch.stack([rows, cols], 1)
-    (values, keys), matrix = _route([values, keys], send, comm)
+    # Every element to its rank, in chunk order (so each run arrives sorted by global row).
+    dest = _destinations(values.detach(), n, start, splitters, descending)
+    send = torch.bincount(dest, minlength=p).tolist()
+    index = torch.int32 if total * width < 2 ** 31 else torch.int64  # (int32 halves the index buffers)
+    order = _send_order(dest, p, index)
+    del dest
+    sent = values[order]
+    if width == 1:  # the global rows, in the order buffer itself when no gradient needs it
+        keys = (order + start if values.requires_grad else order.add_(start)).unsqueeze(1)
+    else:
+        keys = torch.stack([order % n + start, order // n], 1)
+    del order
+    (values, keys), matrix = _route([sent, keys], send, comm)
+    del sent
 
-    # Merge the received runs (sorted runs, in rank order: ties stay in global-row order).
-    order = torch.sort(values.detach(), stable=True, descending=descending).indices
-    if cols is not None:
-        order = order[torch.sort(keys[order, 1], stable=True).indices]
-    values, rows = values[order], keys[order, 0]
+    # One stable sort of the received elements (by value; then by column).
+    values, order = torch.sort(values, stable=True, descending=descending)
+    if width > 1:
+        by_col = torch.sort(keys[order, 1], stable=True).indices
+        values, order = values[by_col], order[by_col]
+    rows = keys[order, 0]
+    del keys, order
 
     # Rebalance: position q of the sorted sequence is row q % N of column q // N.
     have = matrix.sum(0).tolist()
@@ -163,7 +197,7 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     if width == 1:
         plan = layout.exchange_plan((total,), 0, tuple(have), 0, target, rank)
         values, rows = cf.exchange(values, comm, *plan), cf.exchange(rows, comm, *plan)
-        return values.unsqueeze(1), rows.unsqueeze(1)
+        return values.unsqueeze(1), rows.to(torch.int64).unsqueeze(1)
     q = layout.offsets(tuple(have))[rank] + torch.arange(values.numel(), device=values.device)
     row, col = q % total, q // total
     ends = torch.tensor(layout.offsets(target)[1:] + (total,), device=q.device)
@@ -870,11 +904,14 @@ def unique(func, args, kwargs):
     then its runs (:func:`runs`); ``return_inverse`` sends every element's run id back to
     where the element came from (one all-to-all). ``unique_consecutive``: the runs of the
     row-major sequence (split along axis 0 first when split along another axis). Results
-    are split with the counts of the unique values each rank holds. ``dim=int`` has no rule."""
+    are split with the counts of the unique values each rank holds. ``dim=int``: see
+    :func:`unique_dim`."""
     consecutive = func in _CONSECUTIVE
     x, inverse, with_counts, dim = call_args(_consecutive_sig if consecutive else _unique_sig, func, args, kwargs)
     if _split_input(args, kwargs) is None:
         return _replicated(func, args, kwargs, x)
+    if dim is not None and not consecutive and not x.dtype.is_complex:
+        return unique_dim(x, axis_of(dim, x, func, args, kwargs), inverse, with_counts)
     if dim is not None or x.dtype.is_complex:
         return d.no_rule(func, args, kwargs)
     comm = x._comm
@@ -901,6 +938,69 @@ def unique(func, args, kwargs):
         result.append(wrap(ids.reshape(x.shape), x._split, comm, x._gshape, x._counts))
     if with_counts:
         result.append(wrap(lengths, 0, comm, torch.Size(total), tuple(numbers)))
+    return result[0] if len(result) == 1 else tuple(result)
+
+
+def _after(rows: torch.Tensor, row: torch.Tensor) -> torch.Tensor:
+    """Where the rows of ``rows`` come lexicographically after ``row`` (their first differing entry decides)."""
+    if rows.dtype == torch.bool:
+        rows, row = rows.to(torch.uint8), row.to(torch.uint8)
+    differ = rows != row
+    first = differ.to(torch.uint8).argmax(1, keepdim=True)
+    return differ.any(1) & (rows.gather(1, first).squeeze(1) > row[first.squeeze(1)])
+
+
+def unique_dim(x: DistTensor, dim: int, inverse: bool, with_counts: bool):
+    """``unique(dim=dim)``: the distinct slices along ``dim``, sorted lexicographically.
+
+    The split moves to ``dim`` first (one all-to-all, none if it is there). Every rank takes
+    the distinct slices of its chunk (torch), a strided sample of them from every rank gives
+    ``p - 1`` splitter slices, and each distinct slice goes, with its count, to the rank of
+    its range (one all-to-all), which merges what it receives (torch again, counts added).
+    Rank r then holds the r-th range of the sorted distinct slices; ``return_inverse`` sends
+    each slice's position back to the ranks that sent it (one all-to-all). The result is split
+    along the input's split axis (balanced when that is not ``dim``)."""
+    comm, p, split = x._comm, x._comm.size, x._split
+    if split != dim:
+        x = relayout(x, dim, layout.balanced_counts(x._gshape[dim], p))
+    local = x.local.detach()
+    rows = local.movedim(dim, 0).reshape(local.shape[dim], x._gshape.numel() // max(x._gshape[dim], 1))
+    empty = torch.empty(0, dtype=torch.int64, device=local.device)
+    mine, mine_inverse, mine_counts = torch.unique(rows, dim=0, return_inverse=True, return_counts=True) \
+        if rows.shape[0] else (rows, empty, empty)
+
+    # Splitters: every p-th slice of the sorted, distinct samples of all ranks.
+    k = _SAMPLES * p
+    at = torch.arange(k) * mine.shape[0] // k
+    sample = mine[at.clamp(max=max(mine.shape[0] - 1, 0))] if mine.shape[0] else rows.new_zeros((k, rows.shape[1]))
+    samples, held = cf.all_gather_parts([sample, torch.tensor([mine.shape[0] > 0] * k)], comm)
+    samples = samples[held]
+    splitters = torch.unique(samples, dim=0) if samples.shape[0] else samples
+    m = splitters.shape[0]
+    splitters = splitters[[min((j + 1) * m // p, m - 1) for j in range(p - 1)]] if m else splitters[:0]
+
+    # Each distinct slice (and its count) to the rank of its range; that rank merges them.
+    dest = sum((_after(mine, s).to(torch.int64) for s in splitters), torch.zeros(mine.shape[0], dtype=torch.int64))
+    order = torch.sort(dest, stable=True).indices
+    send = torch.bincount(dest, minlength=p).tolist()
+    (got, got_counts), matrix = _route([mine[order], mine_counts[order]], send, comm)
+    merged, where = torch.unique(got, dim=0, return_inverse=True) if got.shape[0] else (got, empty)
+    counts = torch.zeros(merged.shape[0], dtype=torch.int64).index_add_(0, where, got_counts)
+    numbers = tuple(comm.allgather_obj(merged.shape[0]))
+    gshape = list(x._gshape)
+    gshape[dim] = sum(numbers)
+    out = merged.reshape((merged.shape[0],) + local.movedim(dim, 0).shape[1:]).movedim(0, dim)
+    result = [wrap(out, dim, comm, torch.Size(gshape), numbers)]
+    if split != dim:
+        result[0] = relayout(result[0], split, layout.balanced_counts(gshape[split], p))
+    if inverse:  # each distinct slice's global position, back to the rank it came from
+        ids = where + layout.offsets(numbers)[comm.rank]
+        (back,), _ = _route([ids], matrix[:, comm.rank].tolist(), comm)
+        positions = torch.empty_like(back)
+        positions[order] = back
+        result.append(wrap(positions[mine_inverse], 0, comm, torch.Size([x._gshape[dim]]), x._counts))
+    if with_counts:
+        result.append(wrap(counts, 0, comm, torch.Size([sum(numbers)]), numbers))
     return result[0] if len(result) == 1 else tuple(result)
 
 
