@@ -195,7 +195,7 @@ def normalized_laplacian(a):
     return torch.eye(a.shape[0], dtype=a.dtype) - a / root[:, None] / root
 
 
-@pytest.mark.parametrize("affinity", ["rbf", "nearest_neighbors"])
+@pytest.mark.parametrize("affinity", ["nearest_neighbors", "rbf"])
 def test_spectral_clustering_equals_scikit_learn(comm, affinity):
     X = BLOBS3
     ref = skc.SpectralClustering(3, affinity=affinity, gamma=0.5, n_neighbors=8, random_state=0).fit(X.numpy())

@@ -1,12 +1,14 @@
 """K-means on samples split across processes: Lloyd's iterations with one reduction each.
 
 Each iteration computes, on every rank's rows, the ``n/p x k`` matrix
-``|c|^2 - 2 x . c`` (one matmul with the replicated centers) and its row-wise argmin, then
-the per-cluster sums of the samples and their weights with one ``index_add`` into a
-``(k, d + 1)`` table: the samples are stored once with a column of ones appended, so sums
-and counts travel in the same single allreduce. No per-cluster copy of the data is made.
-Empty clusters are relocated as scikit-learn does, to the samples farthest from their
-centers. ``inertia_`` is the sum of squared distances of the samples to their centers.
+``|c|^2 - 2 x . c`` (one matmul with the replicated centers, into a buffer reused by every
+iteration) and its row-wise argmin, then the per-cluster sums of the samples and their
+weights with one accumulating ``index_put_`` into a ``(k, d + 1)`` table: the samples are
+stored once, centered, with a column of ones appended, so sums and counts travel in the
+same single allreduce. The loop runs on the local chunk as plain tensors (no dispatch per
+small op); no per-cluster copy of the data is made. Empty clusters are relocated as
+scikit-learn does, to the samples farthest from their centers. ``inertia_`` is the sum of
+squared distances of the samples to their centers.
 
 Examples
 --------
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import torch
 
+from ..comm import functional as cf
 from ..pairwise import squared_distances
+from ..tensor import DistTensor, wrap
 from ..validation import replicated
 from ._kcluster import KClusterBase
 
@@ -88,30 +92,85 @@ class KMeans(KClusterBase):
     def _distance(self, x, centers):
         return squared_distances(x, centers).sqrt_()
 
-    def _prepare(self, x, sample_weight):
-        # the samples with a column of ones: per-cluster sums and counts in one index_add
-        return torch.nn.functional.pad(x, (0, 1), value=1.0), sample_weight
+    def _prepare(self, x, mean, sample_weight):
+        # this rank's rows, centered, with a column of ones in one buffer: the Lloyd loop runs on
+        # it as plain tensors, and per-cluster sums and counts come from one kernel
+        local = x.local if isinstance(x, DistTensor) else x
+        n, d = local.shape
+        xa = torch.empty(n, d + 1, dtype=local.dtype, device=local.device)
+        if mean is None:
+            xa[:, :d] = local
+        else:
+            torch.sub(local, mean, out=xa[:, :d])
+        xa[:, d] = 1
+        samples = wrap(xa[:, :d], x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else xa[:, :d]
+        weights = None if sample_weight is None else (
+            sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight)
+        return _Lloyd(samples, xa, xa if weights is None else xa * weights[:, None])
 
     def _samples(self, data):
-        return data[0][:, :-1]
+        return data.samples
 
-    def _assign(self, data, centers):
-        # the argmin of |x - c|^2 needs no |x|^2
-        return torch.addmm((centers * centers).sum(1), self._samples(data), centers.T, alpha=-2).argmin(1)
+    def _single_run(self, data, sample_weight, centers, tol, bar):
+        """Lloyd's iterations from ``centers`` (see :meth:`KClusterBase._single_run`) on this
+        rank's rows: per iteration one matmul into a reused buffer, a row-wise argmin, the
+        per-cluster sums by ``index_put_`` and one allreduce of the ``(k, d + 1)`` table."""
+        x, split = data.xa[:, :-1], data.split
+        dist = torch.empty(x.shape[0], centers.shape[0], dtype=x.dtype, device=x.device)
+        labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
+        strict = False
+        for i in range(self.max_iter):
+            torch.argmin(torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2, out=dist), 1, out=labels)
+            new = self._update_local(data, sample_weight, labels, centers)
+            shift = float(((new - centers) ** 2).sum())
+            centers = new
+            bar.update(1)
+            bar.set_postfix(center_shift=shift, refresh=False)
+            if shift == 0:
+                strict = True
+                break
+            if shift <= tol:
+                break
+        if not strict:
+            torch.argmin(torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2, out=dist), 1, out=labels)
+        # the exact inertia, |x - c|^2 per sample (as scikit-learn), one reduction of a scalar
+        per_sample = torch.sub(x, centers[labels], out=dist.new_empty(x.shape)).square_().sum(1)
+        if data.source is not data.xa:
+            per_sample = per_sample * data.source[:, -1]
+        inertia = per_sample.sum()
+        if split is not None:
+            inertia = cf.all_reduce(inertia, split.comm)
+        return data.labels(labels), float(inertia), centers, i + 1
 
-    def _update(self, data, sample_weight, labels, centers):
-        xa, weighted = data
+    def _update_local(self, data, sample_weight, labels, centers):
         k, d = centers.shape
-        source = xa * sample_weight[:, None] if weighted is not None else xa
-        sums = replicated(torch.zeros(k, d + 1, dtype=xa.dtype, device=xa.device).index_add_(0, labels, source))
+        sums = torch.zeros(k, d + 1, dtype=centers.dtype, device=centers.device)
+        sums.index_put_((labels,), data.source, accumulate=True)
+        if data.split is not None:
+            sums = cf.all_reduce(sums, data.split.comm)
         if bool((sums[:, d] == 0).any()):
-            relocate_empty_clusters(self._samples(data), sample_weight, centers, labels, sums)
+            relocate_empty_clusters(data.samples, sample_weight, centers, data.labels(labels), sums)
         weight = sums[:, d:]
         return torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
 
     def _inertia(self, data, sample_weight, centers, labels):
         x = self._samples(data)
         return float((((x - centers[labels]) ** 2).sum(1) * sample_weight).sum())
+
+
+class _Lloyd:
+    """One fit's samples: ``samples`` (centered, laid out like X), ``xa`` (this rank's rows
+    with a column of ones, plain), ``source`` (xa times the weights, or xa itself)."""
+
+    def __init__(self, samples, xa, source):
+        self.samples, self.xa, self.source = samples, xa, source
+        # the samples' DistTensor when they are split (sums then need an allreduce)
+        self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
+
+    def labels(self, local):
+        """This rank's labels laid out like the samples."""
+        s = self.samples
+        return wrap(local, s.split_dim, s.comm, s.shape[:1], s.counts) if isinstance(s, DistTensor) else local
 
 
 def relocate_empty_clusters(x, sample_weight, centers, labels, sums) -> None:
