@@ -33,6 +33,8 @@ from ._kcluster import KClusterBase
 
 __all__ = ["KMeans"]
 
+_BLOCK = 4096  # rows per block of the final inertia
+
 
 class KMeans(KClusterBase):
     """K-means clustering (scikit-learn's ``KMeans``, Lloyd's algorithm) on split samples.
@@ -133,8 +135,13 @@ class KMeans(KClusterBase):
                 break
         if not strict:
             torch.argmin(torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2, out=dist), 1, out=labels)
-        # the exact inertia, |x - c|^2 per sample (as scikit-learn), one reduction of a scalar
-        per_sample = torch.sub(x, centers[labels], out=dist.new_empty(x.shape)).square_().sum(1)
+        # the exact inertia, |x - c|^2 per sample (as scikit-learn), in blocks that stay in cache
+        per_sample = dist[:, 0]
+        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
+        for start in range(0, x.shape[0], _BLOCK):
+            rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
+            torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
+            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
         if data.source is not data.xa:
             per_sample = per_sample * data.source[:, -1]
         inertia = per_sample.sum()
