@@ -114,42 +114,18 @@ class KMeans(KClusterBase):
         return data.samples
 
     def _single_run(self, data, sample_weight, centers, tol, bar):
-        """Lloyd's iterations from ``centers`` (see :meth:`KClusterBase._single_run`) on this
-        rank's rows: per iteration one matmul into a reused buffer, a row-wise argmin, the
-        per-cluster sums by ``index_put_`` and one allreduce of the ``(k, d + 1)`` table."""
-        x, split = data.xa[:, :-1], data.split
-        dist = torch.empty(x.shape[0], centers.shape[0], dtype=x.dtype, device=x.device)
-        labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
-        strict = False
-        for i in range(self.max_iter):
-            torch.argmin(torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2, out=dist), 1, out=labels)
-            new = self._update_local(data, sample_weight, labels, centers)
-            shift = float(((new - centers) ** 2).sum())
-            centers = new
-            bar.update(1)
-            bar.set_postfix(center_shift=shift, refresh=False)
-            if shift == 0:
-                strict = True
-                break
-            if shift <= tol:
-                break
-        if not strict:
-            torch.argmin(torch.addmm((centers * centers).sum(1), x, centers.T, alpha=-2, out=dist), 1, out=labels)
-        # the exact inertia, |x - c|^2 per sample (as scikit-learn), in blocks that stay in cache
-        per_sample = dist[:, 0]
-        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
-        for start in range(0, x.shape[0], _BLOCK):
-            rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
-            torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
-            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
-        if data.source is not data.xa:
-            per_sample = per_sample * data.source[:, -1]
-        inertia = per_sample.sum()
-        if split is not None:
-            inertia = cf.all_reduce(inertia, split.comm)
-        return data.labels(labels), float(inertia), centers, i + 1
+        # the shared loop on this rank's rows as plain tensors; the labels leave as X's rows
+        labels, inertia, centers, n_iter = super()._single_run(data, sample_weight, centers, tol, bar)
+        return data.labels(labels.clone()), inertia, centers, n_iter
 
-    def _update_local(self, data, sample_weight, labels, centers):
+    def _assign(self, data, centers):
+        # the argmin of |x - c|^2 needs no |x|^2; distances and labels in buffers reused by every iteration
+        dist, labels = data.buffers(centers.shape[0])
+        return torch.argmin(torch.addmm((centers * centers).sum(1), data.xa[:, :-1], centers.T, alpha=-2, out=dist), 1,
+                            out=labels)
+
+    def _update(self, data, sample_weight, labels, centers):
+        # per-cluster sums and weights of this rank's rows in one kernel, one allreduce
         k, d = centers.shape
         sums = torch.zeros(k, d + 1, dtype=centers.dtype, device=centers.device)
         sums.index_put_((labels,), data.source, accumulate=True)
@@ -161,8 +137,19 @@ class KMeans(KClusterBase):
         return torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
 
     def _inertia(self, data, sample_weight, centers, labels):
-        x = self._samples(data)
-        return float((((x - centers[labels]) ** 2).sum(1) * sample_weight).sum())
+        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn, in blocks of rows that
+        stay in cache; one reduction of a scalar."""
+        x = data.xa[:, :-1]
+        labels = labels.local if isinstance(labels, DistTensor) else labels
+        per_sample = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
+        for start in range(0, x.shape[0], _BLOCK):
+            rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
+            torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
+            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
+        w = sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight
+        inertia = (per_sample * w).sum()
+        return float(cf.all_reduce(inertia, data.split.comm) if data.split is not None else inertia)
 
 
 class _Lloyd:
@@ -173,6 +160,13 @@ class _Lloyd:
         self.samples, self.xa, self.source = samples, xa, source
         # the samples' DistTensor when they are split (sums then need an allreduce)
         self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
+
+    def buffers(self, k: int):
+        """The ``(n_local, k)`` distance and ``n_local`` label buffers of the iterations."""
+        if getattr(self, "_buffers", None) is None or self._buffers[0].shape[1] != k:
+            n = self.xa.shape[0]
+            self._buffers = (self.xa.new_empty(n, k), torch.empty(n, dtype=torch.int64, device=self.xa.device))
+        return self._buffers
 
     def labels(self, local):
         """This rank's labels laid out like the samples."""
