@@ -8,6 +8,7 @@ import torch
 import torchheat as th
 from torchheat.comm.self import SelfCommunicator
 from torchheat.testing import skewed_counts
+from torchheat.validation import replicated
 
 sklearn = pytest.importorskip("sklearn")
 from estimator_data import placements  # noqa: E402
@@ -181,3 +182,65 @@ def test_verbose_shows_a_progress_bar_on_rank_0_only(comm, capsys):
     th.cluster.KMeans(3, init=DATA["iris"][:3], verbose=True).fit(th.distribute(DATA["iris"], 0))
     err = capsys.readouterr().err
     assert ("KMeans" in err) == (comm.rank == 0)
+
+
+# -- spectral clustering -----------------------------------------------------------------------------
+BLOBS3 = torch.tensor(datasets.make_blobs(60, 3, centers=3, cluster_std=0.5, random_state=2)[0])
+
+
+def normalized_laplacian(a):
+    """Heat's and scipy's symmetric normalized Laplacian of an affinity (diagonal ignored), on the global data."""
+    a = a.clone().fill_diagonal_(0)
+    root = a.sum(1).where(a.sum(1) > 0, torch.ones(())).sqrt()
+    return torch.eye(a.shape[0], dtype=a.dtype) - a / root[:, None] / root
+
+
+@pytest.mark.parametrize("affinity", ["nearest_neighbors", "rbf"])
+def test_spectral_clustering_equals_scikit_learn(comm, affinity):
+    X = BLOBS3
+    ref = skc.SpectralClustering(3, affinity=affinity, gamma=0.5, n_neighbors=8, random_state=0).fit(X.numpy())
+    affinity_ref = torch.tensor(ref.affinity_matrix_.toarray() if affinity != "rbf" else ref.affinity_matrix_)
+    eigenvalues = torch.linalg.eigvalsh(normalized_laplacian(affinity_ref))[:3]
+    # (the 3 components of the neighbour graph give 0 three times, which one Lanczos start
+    # vector resolves only with the whole space: eigh there)
+    params = dict(affinity=affinity, gamma=0.5, n_neighbors=8, random_state=0, n_init=2, n_lanczos=40,
+                  eigen_solver="lanczos" if affinity == "rbf" else "eigh")
+    one = th.cluster.SpectralClustering(3, **params).fit(th.distribute(X, 0, comm=SelfCommunicator()))
+    for x in placements(X, comm):
+        sc = th.cluster.SpectralClustering(3, **params).fit(x)
+        labels = sc.labels_.full()
+        assert metrics.adjusted_rand_score(labels.numpy(), ref.labels_) == 1.0
+        assert sc.labels_.counts == x.counts and sc.embedding_.counts == x.counts
+        torch.testing.assert_close(sc.affinity_matrix_.full(), affinity_ref)
+        torch.testing.assert_close(sc.eigenvalues_, eigenvalues, atol=1e-8, rtol=0)
+        assert torch.equal(labels, one.labels_.full())  # the same labels on any number of processes
+
+
+def test_spectral_clustering_heat_options_and_eigh(comm):
+    X = BLOBS3
+    d = torch.cdist(X, X)
+    heat_graph = torch.where(d < 2.0, d, 0)  # Heat's metric="euclidean", laplacian="eNeighbour", boundary="upper"
+    expected = torch.linalg.eigvalsh(normalized_laplacian(heat_graph))[:3]
+    for x in placements(X, comm):
+        sc = th.cluster.SpectralClustering(3, affinity="euclidean", laplacian="eNeighbour", threshold=2.0,
+                                           eigen_solver="eigh", random_state=0, n_init=1).fit(x)
+        torch.testing.assert_close(sc.eigenvalues_, expected, atol=1e-8, rtol=0)
+        # a precomputed affinity split along rows, and the number of clusters from the largest eigengap
+        a = th.distribute(torch.exp(-0.5 * d ** 2), x.split_dim, counts=x.counts)
+        auto = th.cluster.Spectral(None, affinity="precomputed", random_state=0, n_init=1, n_lanczos=30).fit(a)
+        assert auto.n_clusters_ == 3
+        assert metrics.adjusted_rand_score(replicated(auto.labels_).numpy(), sc.labels_.full().numpy()) == 1.0
+
+
+def test_spectral_clustering_bad_input(comm):
+    x = th.distribute(BLOBS3, 0, counts=skewed_counts(60, comm.size))
+    for params, match in [({"affinity": "poly"}, "'affinity' parameter"), ({"eigen_solver": "arpack"}, "eigen_solver"),
+                          ({"n_clusters": 61}, "n_samples=60 should be >= n_clusters=61"), ({"gamma": -1.0}, "gamma"),
+                          ({"assign_labels": "discretize"}, "assign_labels"), ({"n_lanczos": 0}, "n_lanczos")]:
+        with pytest.raises(ValueError, match=match):
+            th.cluster.SpectralClustering(**params).fit(x)
+    with pytest.raises(ValueError, match="square affinity matrix"):
+        th.cluster.SpectralClustering(2, affinity="precomputed").fit(x)
+    with pytest.raises(ValueError, match="contains NaN"):
+        th.cluster.SpectralClustering(2).fit(th.distribute(torch.full((6, 2), float("nan")), 0))
+    assert repr(th.cluster.SpectralClustering(3, gamma=2.0)) == "SpectralClustering(gamma=2.0, n_clusters=3)"

@@ -68,7 +68,9 @@ def check_array(x, name: str = "X", ensure_2d: bool = True, allow_nan: bool = Fa
                          f"{min_samples} is required.")
     if ensure_2d and x.shape[1] < 1:
         raise ValueError(f"Found array with 0 feature(s) (shape={tuple(x.shape)}) while a minimum of 1 is required.")
-    if not allow_nan and x.is_floating_point() and not bool(torch.isfinite(x).all()):
+    # a finite sum means finite entries (one cheap pass); only an infinite one needs the full check
+    if not allow_nan and x.is_floating_point() and not bool(torch.isfinite(x.sum())) and \
+            not bool(torch.isfinite(x).all()):
         if bool(torch.isnan(x).any()):
             raise ValueError(f"Input {name} contains NaN.")
         raise ValueError(f"Input {name} contains infinity or a value too large for {x.dtype}.")

@@ -11,6 +11,7 @@ from .batchparallel import BatchParallelKMeans
 from .kmeans import KMeans
 from .kmedians import KMedians
 from .kmedoids import KMedoids
+from .spectral import Spectral, SpectralClustering
 from .silhouette import silhouette_samples, silhouette_score
 
-__all__ = ["KMeans", "KMedians", "KMedoids", "BatchParallelKMeans", "silhouette_samples", "silhouette_score"]
+__all__ = ["KMeans", "KMedians", "KMedoids", "BatchParallelKMeans", "SpectralClustering", "Spectral", "silhouette_samples", "silhouette_score"]

@@ -85,9 +85,10 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         """New centers from the assignment."""
         raise NotImplementedError
 
-    def _prepare(self, x, sample_weight):
-        """The data as the iterations use it (KMeans appends a column for the weights)."""
-        return x
+    def _prepare(self, x, mean, sample_weight):
+        """The data as the iterations use it: ``x - mean`` (``x`` when mean is None); KMeans
+        keeps this rank's rows with a column of ones."""
+        return x if mean is None else x - mean
 
     def _samples(self, data):
         """The samples in a prepared data object."""
@@ -205,21 +206,21 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         w = check_sample_weight(sample_weight, x)
         generator = check_random_state(self.random_state, comm)
         # centered data: the matmul form of squared distances loses less to cancellation
-        mean = replicated(x.mean(0)) if self._center_data else torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
-        xc = x - mean if self._center_data else x
+        mean = replicated(x.mean(0)) if self._center_data else None
+        data = self._prepare(x, mean, w if sample_weight is not None else None)
+        xc = self._samples(data)
         tol = 0.0 if self.tol == 0 else float(torch.var(xc, 0, correction=0).mean()) * self.tol
-        data = self._prepare(xc, w if sample_weight is not None else None)
         best = None
         with progress(self.verbose, n_init * self.max_iter, type(self).__name__, comm) as bar:
             for _ in range(n_init):
                 centers = self._init_centers(xc, w, generator)
-                if not isinstance(self.init, str) and not callable(self.init):
+                if not isinstance(self.init, str) and not callable(self.init) and mean is not None:
                     centers = centers - mean
                 labels, inertia, centers, n_iter = self._single_run(data, w, centers, tol, bar)
                 if best is None or inertia < best[1]:
                     best = (labels, inertia, centers, n_iter)
         labels, self.inertia_, centers, self.n_iter_ = best
-        self.cluster_centers_ = centers + mean
+        self.cluster_centers_ = centers if mean is None else centers + mean
         self.labels_ = labels
         distinct = int((torch.bincount(labels, minlength=self.n_clusters) > 0).sum())
         if distinct < self.n_clusters:
@@ -248,4 +249,4 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         x = self._check_test_data(X)
         w = check_sample_weight(sample_weight, x)
         labels = self._cost(x, self.cluster_centers_).argmin(1)
-        return -self._inertia(self._prepare(x, None), w, self.cluster_centers_, labels)
+        return -self._inertia(self._prepare(x, None, None), w, self.cluster_centers_, labels)

@@ -1,12 +1,14 @@
 """K-means on samples split across processes: Lloyd's iterations with one reduction each.
 
 Each iteration computes, on every rank's rows, the ``n/p x k`` matrix
-``|c|^2 - 2 x . c`` (one matmul with the replicated centers) and its row-wise argmin, then
-the per-cluster sums of the samples and their weights with one ``index_add`` into a
-``(k, d + 1)`` table: the samples are stored once with a column of ones appended, so sums
-and counts travel in the same single allreduce. No per-cluster copy of the data is made.
-Empty clusters are relocated as scikit-learn does, to the samples farthest from their
-centers. ``inertia_`` is the sum of squared distances of the samples to their centers.
+``|c|^2 - 2 x . c`` (one matmul with the replicated centers, into a buffer reused by every
+iteration) and its row-wise argmin, then the per-cluster sums of the samples and their
+weights with one accumulating ``index_put_`` into a ``(k, d + 1)`` table: the samples are
+stored once, centered, with a column of ones appended, so sums and counts travel in the
+same single allreduce. The loop runs on the local chunk as plain tensors (no dispatch per
+small op); no per-cluster copy of the data is made. Empty clusters are relocated as
+scikit-learn does, to the samples farthest from their centers. ``inertia_`` is the sum of
+squared distances of the samples to their centers.
 
 Examples
 --------
@@ -23,11 +25,15 @@ from __future__ import annotations
 
 import torch
 
+from ..comm import functional as cf
 from ..pairwise import squared_distances
+from ..tensor import DistTensor, wrap
 from ..validation import replicated
 from ._kcluster import KClusterBase
 
 __all__ = ["KMeans"]
+
+_BLOCK = 4096  # rows per block of the final inertia
 
 
 class KMeans(KClusterBase):
@@ -88,30 +94,84 @@ class KMeans(KClusterBase):
     def _distance(self, x, centers):
         return squared_distances(x, centers).sqrt_()
 
-    def _prepare(self, x, sample_weight):
-        # the samples with a column of ones: per-cluster sums and counts in one index_add
-        return torch.nn.functional.pad(x, (0, 1), value=1.0), sample_weight
+    def _prepare(self, x, mean, sample_weight):
+        # this rank's rows, centered, with a column of ones in one buffer: the Lloyd loop runs on
+        # it as plain tensors, and per-cluster sums and counts come from one kernel
+        local = x.local if isinstance(x, DistTensor) else x
+        n, d = local.shape
+        xa = torch.empty(n, d + 1, dtype=local.dtype, device=local.device)
+        if mean is None:
+            xa[:, :d] = local
+        else:
+            torch.sub(local, mean, out=xa[:, :d])
+        xa[:, d] = 1
+        samples = wrap(xa[:, :d], x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else xa[:, :d]
+        weights = None if sample_weight is None else (
+            sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight)
+        return _Lloyd(samples, xa, xa if weights is None else xa * weights[:, None])
 
     def _samples(self, data):
-        return data[0][:, :-1]
+        return data.samples
+
+    def _single_run(self, data, sample_weight, centers, tol, bar):
+        # the shared loop on this rank's rows as plain tensors; the labels leave as X's rows
+        labels, inertia, centers, n_iter = super()._single_run(data, sample_weight, centers, tol, bar)
+        return data.labels(labels.clone()), inertia, centers, n_iter
 
     def _assign(self, data, centers):
-        # the argmin of |x - c|^2 needs no |x|^2
-        return torch.addmm((centers * centers).sum(1), self._samples(data), centers.T, alpha=-2).argmin(1)
+        # the argmin of |x - c|^2 needs no |x|^2; distances and labels in buffers reused by every iteration
+        dist, labels = data.buffers(centers.shape[0])
+        return torch.argmin(torch.addmm((centers * centers).sum(1), data.xa[:, :-1], centers.T, alpha=-2, out=dist), 1,
+                            out=labels)
 
     def _update(self, data, sample_weight, labels, centers):
-        xa, weighted = data
+        # per-cluster sums and weights of this rank's rows in one kernel, one allreduce
         k, d = centers.shape
-        source = xa * sample_weight[:, None] if weighted is not None else xa
-        sums = replicated(torch.zeros(k, d + 1, dtype=xa.dtype, device=xa.device).index_add_(0, labels, source))
+        sums = torch.zeros(k, d + 1, dtype=centers.dtype, device=centers.device)
+        sums.index_put_((labels,), data.source, accumulate=True)
+        if data.split is not None:
+            sums = cf.all_reduce(sums, data.split.comm)
         if bool((sums[:, d] == 0).any()):
-            relocate_empty_clusters(self._samples(data), sample_weight, centers, labels, sums)
+            relocate_empty_clusters(data.samples, sample_weight, centers, data.labels(labels), sums)
         weight = sums[:, d:]
         return torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
 
     def _inertia(self, data, sample_weight, centers, labels):
-        x = self._samples(data)
-        return float((((x - centers[labels]) ** 2).sum(1) * sample_weight).sum())
+        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn, in blocks of rows that
+        stay in cache; one reduction of a scalar."""
+        x = data.xa[:, :-1]
+        labels = labels.local if isinstance(labels, DistTensor) else labels
+        per_sample = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
+        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
+        for start in range(0, x.shape[0], _BLOCK):
+            rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
+            torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
+            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
+        w = sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight
+        inertia = (per_sample * w).sum()
+        return float(cf.all_reduce(inertia, data.split.comm) if data.split is not None else inertia)
+
+
+class _Lloyd:
+    """One fit's samples: ``samples`` (centered, laid out like X), ``xa`` (this rank's rows
+    with a column of ones, plain), ``source`` (xa times the weights, or xa itself)."""
+
+    def __init__(self, samples, xa, source):
+        self.samples, self.xa, self.source = samples, xa, source
+        # the samples' DistTensor when they are split (sums then need an allreduce)
+        self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
+
+    def buffers(self, k: int):
+        """The ``(n_local, k)`` distance and ``n_local`` label buffers of the iterations."""
+        if getattr(self, "_buffers", None) is None or self._buffers[0].shape[1] != k:
+            n = self.xa.shape[0]
+            self._buffers = (self.xa.new_empty(n, k), torch.empty(n, dtype=torch.int64, device=self.xa.device))
+        return self._buffers
+
+    def labels(self, local):
+        """This rank's labels laid out like the samples."""
+        s = self.samples
+        return wrap(local, s.split_dim, s.comm, s.shape[:1], s.counts) if isinstance(s, DistTensor) else local
 
 
 def relocate_empty_clusters(x, sample_weight, centers, labels, sums) -> None:

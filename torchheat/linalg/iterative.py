@@ -33,6 +33,11 @@ def _matvec(a, v):
     return out.resplit(None) if isinstance(out, DistTensor) else out
 
 
+def _replicated(v):
+    """A vector as the plain tensor every rank holds (its local chunk once replicated)."""
+    return v.resplit(None).local if isinstance(v, DistTensor) else v
+
+
 def cg(A: torch.Tensor, b: torch.Tensor, x0: Optional[torch.Tensor] = None, rtol: float = 1e-6, atol: float = 0.0,
        maxiter: Optional[int] = None) -> torch.Tensor:
     """Solve ``A x = b`` for a symmetric positive-definite A by conjugate gradients.
@@ -103,22 +108,23 @@ def lanczos(A: torch.Tensor, m: int, v0: Optional[torch.Tensor] = None):
     comm = A.comm if isinstance(A, DistTensor) else None
     with distributed():
         v = randn(n, generator=Generator().manual_seed(0), dtype=A.dtype, comm=comm) if v0 is None else v0
-        v = v.resplit(None) if isinstance(v, DistTensor) else v
-        v = v / torch.linalg.vector_norm(v)
-        basis, alphas, betas = [v], [], []
+        v = _replicated(v)
+        # the basis is replicated: everything but the product with A runs on plain tensors
+        V = torch.empty(n, m, dtype=v.dtype, device=v.device)
+        V[:, 0] = v / torch.linalg.vector_norm(v)
+        alphas, betas = torch.empty(m, dtype=v.dtype, device=v.device), torch.empty(max(m - 1, 0), dtype=v.dtype,
+                                                                                   device=v.device)
         for j in range(m):
-            w = _matvec(A, basis[-1])
-            alphas.append(torch.vdot(basis[-1], w).real)
-            V = torch.stack(basis, 1)
-            w = w - V @ (V.mH @ w)
-            w = w - V @ (V.mH @ w)  # twice: full reorthogonalization
+            w = _replicated(_matvec(A, V[:, j]))
+            alphas[j] = torch.vdot(V[:, j], w)
+            basis = V[:, :j + 1]
+            w = w - basis @ (basis.mH @ w)
+            w = w - basis @ (basis.mH @ w)  # twice: full reorthogonalization
             if j < m - 1:
-                beta = torch.linalg.vector_norm(w)
-                betas.append(beta)
-                basis.append(w / beta)
-        T = torch.diag(torch.stack(alphas).to(A.dtype))
-        if betas:
-            off = torch.stack(betas).to(A.dtype)
+                betas[j] = torch.linalg.vector_norm(w)
+                V[:, j + 1] = w / betas[j]
+        T = torch.diag(alphas.real.to(A.dtype))
+        if m > 1:
+            off = betas.real.to(A.dtype)
             T = T + torch.diag(off, 1) + torch.diag(off, -1)
-        V = torch.stack(basis, 1)
-    return V, T
+    return (wrap(V, None, comm, V.shape), wrap(T, None, comm, T.shape)) if comm is not None else (V, T)

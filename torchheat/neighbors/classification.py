@@ -2,8 +2,8 @@
 
 The training chunks visit every rank in turn (:func:`torchheat.pairwise.chunks`: each
 rank's chunk is broadcast by its owner); every rank keeps, for each of its query rows, the
-``k`` nearest training samples seen so far (a running top-k over the concatenation of the
-current best and the new chunk's distances). No rank holds more than its queries, one
+``k`` nearest training samples seen so far (the chunk's own top-k, merged with the current
+best by a top-k of the ``2k`` candidates). No rank holds more than its queries, one
 training chunk and ``k`` candidates per query; the vote is local to the query's rank.
 
 Examples
@@ -85,15 +85,13 @@ class KNeighborsClassifier(BaseEstimator):
         best_d = best_i = None
         norms = (q * q).sum(1)
         for start, rows in chunks(self._fit_x):
-            dist = squared_distances(q, rows, norms)
-            kept = 0 if best_d is None else best_d.shape[1]
-            if best_d is not None:
-                dist = torch.cat([best_d, dist], 1)
-            top = torch.topk(dist, min(k, dist.shape[1]), dim=1, largest=False, sorted=True)
-            index = top.indices + (start - kept)  # a column of the new chunk: its global index
-            if best_i is not None:  # a column of the running best: the index kept there
-                index = torch.where(top.indices < kept, best_i.gather(1, top.indices.clamp(max=kept - 1)), index)
-            best_d, best_i = top.values, index
+            top = torch.topk(squared_distances(q, rows, norms), min(k, rows.shape[0]), dim=1, largest=False, sorted=True)
+            dist, index = top.values, top.indices + start  # (a column of the chunk: its global index)
+            if best_d is not None:  # merged with the running best: a top-k of 2k candidates, no copy of the chunk's
+                dist, index = torch.cat([best_d, dist], 1), torch.cat([best_i, index], 1)
+                top = torch.topk(dist, min(k, dist.shape[1]), dim=1, largest=False, sorted=True)
+                dist, index = top.values, index.gather(1, top.indices)
+            best_d, best_i = dist, index
         return (best_d.sqrt(), best_i) if return_distance else best_i
 
     def _labels_of(self, index):

@@ -471,6 +471,10 @@ def add_product(func, args, kwargs):
         shape = None
     shape = _global_result(func, (inp, a, b), {"beta": beta, "alpha": alpha}, None if rest else shape)
     comm = _comm((inp, a, b))
+    if _local_addmm(func, inp, a, b, shape):  # rows times a replicated matrix: torch's fused kernel per chunk
+        local = torch.addmm(cf.enter_replicated(_plain(inp), comm), a.local, cf.enter_replicated(_plain(b), comm),
+                            beta=beta, alpha=alpha)
+        return _finish_call(wrap(local, 0, comm, torch.Size(shape), a._counts), out, func, args, kwargs)
     if func in _ADDR:
         a, b = _unsqueezed(a, 1), _unsqueezed(b, 0)
     prod = matmul_layout(a, b, comm)
@@ -486,6 +490,21 @@ def add_product(func, args, kwargs):
     else:
         result = elementwise(torch.add, (inp if beta == 1 else elementwise(torch.mul, (inp, beta), {}), prod), {})
     return _finish_call(result, out, func, args, kwargs)
+
+
+def _local_addmm(func, inp, a, b, shape) -> bool:
+    """Whether ``addmm`` runs as one local addmm: ``a`` split along rows, ``b`` and an input
+    that broadcasts along the rows (a bias) not split."""
+    return func in (torch.addmm, torch.Tensor.addmm) and shape is not None and isinstance(a, DistTensor) \
+        and a._split == 0 and isinstance(b, torch.Tensor) and _plain(b) is not None and isinstance(inp, torch.Tensor) \
+        and _plain(inp) is not None and (len(d.shape_of(inp)) < 2 or d.shape_of(inp)[0] == 1)
+
+
+def _plain(t):
+    """A replicated DistTensor's chunk or a plain tensor as is (None for a split one)."""
+    if isinstance(t, DistTensor):
+        return t.local if t._split is None else None
+    return t
 
 
 def chain(func, args, kwargs):
