@@ -45,10 +45,10 @@ class _Scaler(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "n_features_in_")
         x = self._check(X, reset=False)
         offset, scale = self._offset_scale()
-        out = x
-        if offset is not None:
-            out = out - offset.to(x.dtype)
-        return out / scale.to(x.dtype) if scale is not None else out
+        if offset is None:
+            return x / scale.to(x.dtype) if scale is not None else x
+        out = x - offset.to(x.dtype)
+        return out.div_(scale.to(x.dtype)) if scale is not None else out  # (in place: one new tensor)
 
     def inverse_transform(self, X):
         """Undo :meth:`transform`."""
@@ -83,14 +83,16 @@ class StandardScaler(_Scaler):
     def fit(self, X, y=None, sample_weight=None):
         """Compute the mean and standard deviation of every feature; returns self."""
         x = self._check(X, reset=True)
-        w = check_sample_weight(sample_weight, x)
-        total = replicated(w.sum())
-        mean = replicated((x * w[:, None]).sum(0)) / total
+        # (without weights, no weighted copy of the data: the same sums in fewer passes)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, x)[:, None]
+        total = replicated(w.sum()) if w is not None else torch.tensor(float(x.shape[0]), dtype=x.dtype)
+        mean = replicated((x if w is None else x * w).sum(0)) / total
         self.n_samples_seen_ = int(x.shape[0]) if sample_weight is None else float(total)
         self.mean_ = mean if self.with_mean or self.with_std else None
         self.var_ = self.scale_ = None
         if self.with_std:
-            self.var_ = replicated((((x - mean) ** 2) * w[:, None]).sum(0)) / total
+            deviation = (x - mean).square_()
+            self.var_ = replicated((deviation if w is None else deviation * w).sum(0)) / total
             eps = torch.finfo(torch.float64).eps
             n = float(total)
             constant = self.var_ <= n * eps * self.var_ + (n * mean * eps) ** 2  # scikit-learn's constant features
