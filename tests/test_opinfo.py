@@ -105,8 +105,6 @@ EXCLUDED = {
     "linalg.matrix_norm": "the 2/-2/nuc norms of a split square matrix need its SVD (not distributed yet)",
     "linalg.pinv": "pinv of a split square matrix needs its SVD (not distributed yet)",
     "linalg.pinv.hermitian": "hermitian=True reads only the lower triangle (through eigh, not distributed yet)",
-    "index_add": "one of its samples leaves the ranks in different collectives at 3 processes (open; "
-                 "tests/test_indexing.py covers index_add)",
     "nn.functional.scaled_dot_product_attention": "fails on one of its samples at 3 processes (open; "
                                                   "tests/test_nn_layers.py covers it)",
     "nn.functional.multi_head_attention_forward": "fails on one of its samples at 3 processes (open; "
