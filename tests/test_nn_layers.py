@@ -1,6 +1,7 @@
 """nn.functional layers and torch.nn modules on batch-split inputs against torch on the
 global batch: values, layouts, and gradients of the input and of the replicated parameters."""
 import copy
+import re
 
 import pytest
 import torch
@@ -130,6 +131,38 @@ def test_embedding_and_one_hot():
     bad[-1, -1] = 9  # seen by the last rank only
     with pytest.raises(RuntimeError):
         F.one_hot(th.distribute(bad, 0), 8)
+
+
+def expect_torch_error(fn, *args):
+    """torch's exception for ``fn(*args)`` (type and message) on plain tensors."""
+    try:
+        fn(*(a.full() if isinstance(a, th.DistTensor) else a for a in args))
+    except Exception as e:
+        return type(e), str(e).splitlines()[0]
+    raise AssertionError("torch raised nothing")
+
+
+# A value only one rank sees (the last row: the last rank's; the first row with rank 0 empty:
+# rank 1's) raises torch's exception on every rank, instead of leaving the others waiting.
+BAD_VALUES = {
+    "embedding": lambda i: F.embedding(i, torch.randn(6, 2)),
+    "embedding_bag": lambda i: F.embedding_bag(i, torch.randn(6, 2)),
+    "one_hot": lambda i: F.one_hot(i, 6),
+    "one_hot, negative": lambda i: F.one_hot(torch.where(i == 9, -1, i)),
+}
+
+
+@pytest.mark.parametrize("name", BAD_VALUES)
+def test_a_bad_value_on_one_rank_raises_torchs_error_on_every_rank(name, comm):
+    fn = BAD_VALUES[name]
+    for row, counts in ((-1, None), (0, skewed_counts(5, comm.size))):
+        idx = torch.randint(0, 6, (5, 3))
+        idx[row, 1] = 9
+        kind, message = expect_torch_error(fn, idx)
+        message = re.sub(r"Index\\ \d+", r"Index\\ \\d+", re.escape(message))  # (embedding_bag counts in the chunk)
+        with pytest.raises(kind, match=message):
+            fn(th.distribute(idx, 0, counts=counts))
+        fn(th.distribute(idx.clamp(max=5), 0, counts=counts))  # every rank goes on alike afterwards
 
 
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])

@@ -16,7 +16,10 @@ where (:class:`Batched`), and where the outputs carry it; :func:`local_call` doe
   forward or in backward): it gets an empty result of the right shape that still holds
   every input in its autograd graph, so every rank runs the same collectives in backward.
 
-No communication in forward. With no argument split along its batch axis the call goes to
+No communication in forward, except one one-byte allreduce that agrees on errors where an
+argument holds integer values torch checks (embedding indices, targets, ...): a rank that
+sees a bad value raises, and so does every other rank, with torch's exception type and
+message, instead of waiting in the next collective. With no argument split along its batch axis the call goes to
 the fallback policy of :func:`torchheat.dispatch.no_rule` (a replicated call runs locally).
 
 Examples
@@ -84,12 +87,17 @@ def parameter(t, comm):
 
 
 def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batched], out_axes,
-               local_func: Optional[Callable] = None):
+               local_func: Optional[Callable] = None, agree: Optional[bool] = None):
     """Run a batch-parallel call on this rank's samples (see the module docstring).
 
     ``out_axes``: the batch axis of the output, or one entry per output (None for an output
     without it, which must then be the same on every rank). ``local_func`` computes on the
-    local tensors in place of ``func`` (``func`` still names the call in errors).
+    local tensors in place of ``func`` (``func`` still names the call in errors). ``agree``:
+    whether an error of the local call may depend on the values, so that only some ranks see
+    it (an index out of range, a probability above 1): it is then agreed on (one one-byte
+    allreduce), and every rank raises it. By default, when an argument is an integer or bool
+    tensor (indices, targets, masks: the values torch checks); float-only layers communicate
+    nothing in forward.
     """
     lead, entry = lead_of(args, kwargs, batched)
     if lead is None:
@@ -113,25 +121,32 @@ def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batc
     for b in batched:  # (a tuple of tensors, like an LSTM's (h, c), has the axis in each)
         put(largs, lkwargs, b.pos, b.name, pytree.tree_map(lambda t: to_local(t, b), arg(args, kwargs, b.pos, b.name)))
     run = local_func or func
-    if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
-        return wrap_outputs(empty_result(run, largs, lkwargs, batched, out_axes), out_axes, comm, counts, n)
+    out, error = None, None
     try:
-        out = d.run_local(run, tuple(largs), lkwargs)
-    except Exception as error:
-        raise_like_torch(func, args, kwargs, error)
+        if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
+            out = empty_result(run, largs, lkwargs, batched, out_axes)
+        else:
+            out = d.run_local(run, tuple(largs), lkwargs)
+    except Exception as e:
+        error = torch_error(func, args, kwargs, e)
+    if agree if agree is not None else any(isinstance(t, torch.Tensor) and not (t.is_floating_point() or t.is_complex())
+                                           for t in pytree.tree_leaves((args, kwargs))):
+        d.agree(comm, error)
+    elif error is not None:
+        raise error
     return wrap_outputs(out, out_axes, comm, counts, n)
 
 
-def raise_like_torch(func, args, kwargs, error: Exception):
-    """Raise torch's exception for the call on the global shapes, or ``error`` (the local
-    one) where the global shapes alone raise nothing (an error that depends on the values)."""
+def torch_error(func, args, kwargs, error: Exception) -> Exception:
+    """torch's exception for the call on the global shapes, or ``error`` (the local one)
+    where the global shapes alone raise nothing (an error that depends on the values)."""
     try:
         d.raise_global_error(func, args, kwargs)
     except Exception as global_error:
         if type(global_error) is RuntimeError and str(global_error).endswith("are not compatible"):
-            raise error
-        raise
-    raise error
+            return error
+        return global_error
+    return error
 
 
 def wrap_outputs(out, out_axes, comm, counts, n: int):
