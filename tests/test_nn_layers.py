@@ -191,6 +191,39 @@ def test_fractional_max_pool_is_process_count_independent():
     assert_dist_close(a, b.full())
 
 
+DROPOUT = {
+    "sdpa": lambda x: F.scaled_dot_product_attention(x, x, x, dropout_p=0.5),
+    "sdpa, causal, gqa": lambda x: F.scaled_dot_product_attention(x, x[:, :1], x[:, :1], dropout_p=0.3, is_causal=True,
+                                                                  enable_gqa=True),
+}
+
+
+@pytest.mark.parametrize("name", DROPOUT)
+def test_dropout_inside_attention_is_process_count_independent(name, comm):
+    run, t = DROPOUT[name], _r(5, 2, 3, 4)
+    outs = []
+    for counts in ((5,) + (0,) * (comm.size - 1), None, skewed_counts(5, comm.size)):  # one rank holds all: one process
+        th.manual_seed(3)
+        x = th.distribute(t, 0, counts=counts).requires_grad_()
+        out = run(x)
+        out.sum().backward()
+        outs.append((out.full(), x.grad.full()))
+    for out, grad in outs[1:]:
+        torch.testing.assert_close(out, outs[0][0])
+        torch.testing.assert_close(grad, outs[0][1])
+    assert not torch.allclose(outs[0][0], run(th.distribute(t, 0)).full())  # the next draw differs
+
+
+def test_dropout_inside_multi_head_attention_and_rnns_is_refused_in_training():
+    mha, lstm = nn.MultiheadAttention(4, 2, dropout=0.5).double(), nn.LSTM(4, 3, num_layers=2, dropout=0.5).double()
+    x = th.distribute(_r(3, 5, 4), 1)
+    for m in (mha, lstm):
+        with pytest.raises(th.NotDistributedError, match="depend on the number of processes"):
+            m(x, x, x) if m is mha else m(x)
+        m.eval()
+        m(x, x, x) if m is mha else m(x)  # (no dropout in eval mode)
+
+
 def test_multi_head_attention_forward():
     e, h = 4, 2
     q, k = _r(3, 5, e), _r(6, 5, e)
