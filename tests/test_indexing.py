@@ -342,3 +342,40 @@ def test_index_add_of_split_entries_into_a_replicated_tensor_is_one_allreduce(co
     bad = th.distribute(torch.tensor([0, 1, 2, 3, 4, 5, 9]), 0)
     with pytest.raises(IndexError):
         torch.zeros(4, 3).index_add_(0, bad, th.distribute(rows.float(), 0))
+
+
+# One-element and 0-d operands: torch reads a 0-d x, index or source as one element, so a rank
+# whose chunk of the index is empty still has work of the right rank (and no rank skips the sum).
+ONE_ELEMENT = {
+    "index_add, 0-d x": (torch.index_add, (), (1,), ()),
+    "index_add, 0-d x and index": (torch.index_add, (), (), ()),
+    "index_add, 0-d x, vector source": (torch.index_add, (), (1,), (1,)),
+    "index_add, 0-d source": (torch.index_add, (3,), (1,), ()),
+    "index_copy, 0-d source": (torch.index_copy, (3,), (1,), ()),
+    "index_reduce, 0-d x": (lambda x, dim, i, s: torch.index_reduce(x, dim, i, s, "prod"), (), (1,), ()),
+    "scatter, 0-d index": (torch.scatter, (3,), (), ()),
+    "scatter_add, 0-d source": (torch.scatter_add, (3,), (1,), ()),
+}
+
+
+@pytest.mark.filterwarnings("ignore:index_reduce")
+@pytest.mark.parametrize("name", ONE_ELEMENT)
+def test_one_element_and_0d_operands(name):
+    f, xshape, ishape, sshape = ONE_ELEMENT[name]
+    x, index, src = torch.arange(1.0, 2 + torch.Size(xshape).numel()).reshape(-1)[:torch.Size(xshape).numel()].reshape(xshape), \
+        torch.zeros(ishape, dtype=torch.int64), torch.full(sshape, 5.0)
+    try:
+        expected, error = f(x, 0, index, src), None
+    except Exception as e:
+        expected, error = None, type(e)
+    split = lambda t: [l for l in layouts(t) if l.split_dim is not None]  # noqa: E731
+    for dx in [x, *layouts(x)]:
+        for di in [index, *split(index)]:
+            for ds in [src, *split(src)]:
+                if not any(isinstance(t, th.DistTensor) and t.split_dim is not None for t in (dx, di, ds)):
+                    continue
+                if error is not None:
+                    with pytest.raises(error):
+                        f(dx, 0, di, ds)
+                else:
+                    assert_dist_close(f(dx, 0, di, ds), expected, split=dx.split_dim if isinstance(dx, th.DistTensor) else None)

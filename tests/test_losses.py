@@ -1,5 +1,7 @@
 """nn.functional losses on batch-split inputs against torch on the global batch: values of
 every reduction and gradients of the input and of the replicated weights."""
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -119,6 +121,34 @@ def test_legacy_arguments_and_modules(comm):
     assert_dist_close(loss(x, data["labels"]), loss(data["x"], data["labels"]))
     labels = th.distribute(data["labels"], 0)  # targets split alike
     assert_dist_close(F.nll_loss(x, labels), F.nll_loss(data["x"], data["labels"]))
+
+
+# A bad target only one rank holds (the last row: the last rank's; the first with rank 0 empty: rank 1's).
+BAD_TARGETS = {
+    "cross_entropy": lambda x, t: F.cross_entropy(x, t),
+    "nll_loss, sum": lambda x, t: F.nll_loss(x, t, reduction="sum"),
+    "nll_loss, none": lambda x, t: F.nll_loss(x, t, reduction="none"),
+    "multi_margin_loss": lambda x, t: F.multi_margin_loss(x, t),
+}
+
+
+@pytest.mark.parametrize("name", BAD_TARGETS)
+def test_a_bad_target_on_one_rank_raises_torchs_error_on_every_rank(name, comm):
+    fn, x = BAD_TARGETS[name], torch.randn(5, 4, dtype=D)
+    for row, counts in ((-1, None), (0, skewed_counts(5, comm.size))):
+        for value in (4, -3):
+            t = torch.tensor([0, 1, 2, 3, 1])
+            t[row] = value
+            try:
+                fn(x, t)
+            except Exception as e:
+                kind, message = type(e), str(e).splitlines()[0]
+            with pytest.raises(kind, match=re.escape(message)):
+                fn(th.distribute(x, 0, counts=counts), th.distribute(t, 0, counts=counts))
+    p = torch.rand(5, 4, dtype=D)
+    p[-1, 0] = 1.5  # a probability above 1 on the last rank
+    with pytest.raises(RuntimeError, match=re.escape("all elements of input should be between 0 and 1")):
+        F.binary_cross_entropy(th.distribute(p, 0), torch.rand(5, 4, dtype=D))
 
 
 def test_bad_class_index_raises_everywhere(comm):

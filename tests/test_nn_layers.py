@@ -1,6 +1,7 @@
 """nn.functional layers and torch.nn modules on batch-split inputs against torch on the
 global batch: values, layouts, and gradients of the input and of the replicated parameters."""
 import copy
+import re
 
 import pytest
 import torch
@@ -132,6 +133,38 @@ def test_embedding_and_one_hot():
         F.one_hot(th.distribute(bad, 0), 8)
 
 
+def expect_torch_error(fn, *args):
+    """torch's exception for ``fn(*args)`` (type and message) on plain tensors."""
+    try:
+        fn(*(a.full() if isinstance(a, th.DistTensor) else a for a in args))
+    except Exception as e:
+        return type(e), str(e).splitlines()[0]
+    raise AssertionError("torch raised nothing")
+
+
+# A value only one rank sees (the last row: the last rank's; the first row with rank 0 empty:
+# rank 1's) raises torch's exception on every rank, instead of leaving the others waiting.
+BAD_VALUES = {
+    "embedding": lambda i: F.embedding(i, torch.randn(6, 2)),
+    "embedding_bag": lambda i: F.embedding_bag(i, torch.randn(6, 2)),
+    "one_hot": lambda i: F.one_hot(i, 6),
+    "one_hot, negative": lambda i: F.one_hot(torch.where(i == 9, -1, i)),
+}
+
+
+@pytest.mark.parametrize("name", BAD_VALUES)
+def test_a_bad_value_on_one_rank_raises_torchs_error_on_every_rank(name, comm):
+    fn = BAD_VALUES[name]
+    for row, counts in ((-1, None), (0, skewed_counts(5, comm.size))):
+        idx = torch.randint(0, 6, (5, 3))
+        idx[row, 1] = 9
+        kind, message = expect_torch_error(fn, idx)
+        message = re.sub(r"Index\\ \d+", r"Index\\ \\d+", re.escape(message))  # (embedding_bag counts in the chunk)
+        with pytest.raises(kind, match=message):
+            fn(th.distribute(idx, 0, counts=counts))
+        fn(th.distribute(idx.clamp(max=5), 0, counts=counts))  # every rank goes on alike afterwards
+
+
 @pytest.mark.parametrize("mode", ["sum", "mean", "max"])
 def test_embedding_bag(mode):
     idx, psw = torch.randint(0, 6, (5, 3)), _r(5, 3)
@@ -156,6 +189,39 @@ def test_fractional_max_pool_is_process_count_independent():
     th.manual_seed(4)
     b = F.fractional_max_pool2d(th.distribute(t, 0, counts=skewed_counts(5, th.get_comm().size)), 2, output_ratio=(0.5, 0.5))
     assert_dist_close(a, b.full())
+
+
+DROPOUT = {
+    "sdpa": lambda x: F.scaled_dot_product_attention(x, x, x, dropout_p=0.5),
+    "sdpa, causal, gqa": lambda x: F.scaled_dot_product_attention(x, x[:, :1], x[:, :1], dropout_p=0.3, is_causal=True,
+                                                                  enable_gqa=True),
+}
+
+
+@pytest.mark.parametrize("name", DROPOUT)
+def test_dropout_inside_attention_is_process_count_independent(name, comm):
+    run, t = DROPOUT[name], _r(5, 2, 3, 4)
+    outs = []
+    for counts in ((5,) + (0,) * (comm.size - 1), None, skewed_counts(5, comm.size)):  # one rank holds all: one process
+        th.manual_seed(3)
+        x = th.distribute(t, 0, counts=counts).requires_grad_()
+        out = run(x)
+        out.sum().backward()
+        outs.append((out.full(), x.grad.full()))
+    for out, grad in outs[1:]:
+        torch.testing.assert_close(out, outs[0][0])
+        torch.testing.assert_close(grad, outs[0][1])
+    assert not torch.allclose(outs[0][0], run(th.distribute(t, 0)).full())  # the next draw differs
+
+
+def test_dropout_inside_multi_head_attention_and_rnns_is_refused_in_training():
+    mha, lstm = nn.MultiheadAttention(4, 2, dropout=0.5).double(), nn.LSTM(4, 3, num_layers=2, dropout=0.5).double()
+    x = th.distribute(_r(3, 5, 4), 1)
+    for m in (mha, lstm):
+        with pytest.raises(th.NotDistributedError, match="depend on the number of processes"):
+            m(x, x, x) if m is mha else m(x)
+        m.eval()
+        m(x, x, x) if m is mha else m(x)  # (no dropout in eval mode)
 
 
 def test_multi_head_attention_forward():

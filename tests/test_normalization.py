@@ -107,3 +107,26 @@ def test_local_norm(name, comm):
     module = _affine(make().double())
     for axis in axes:
         check_module(module, _r(*shape), axis, comm)
+
+
+def test_cnn_with_batch_norm_trains_to_one_process_parameters(comm):
+    """A few SGD steps of a small CNN with BatchNorm2d on a batch-split DistTensor give the
+    parameters and running statistics of one process on the global batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(12, 4)).double()
+    images, labels = _r(7, 2, 4, 4), torch.arange(7) % 4
+    for counts in (None, skewed_counts(7, comm.size)):
+        ref, mine = copy.deepcopy(model), copy.deepcopy(model)
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3) for m in (ref, mine)]
+        x, y = th.distribute(images, 0, counts=counts), th.distribute(labels, 0, counts=counts)
+        for step in range(3):
+            for m, opt, (a, b) in zip((ref, mine), opts, ((images, labels), (x, y))):
+                opt.zero_grad()
+                F.cross_entropy(m(a + step), b).backward()
+                opt.step()
+        state = lambda m: [t.detach() for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]  # noqa: E731
+        for got, expected in zip(state(mine), state(ref)):
+            assert not isinstance(got, th.DistTensor) or got.split_dim is None
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-9)
+        assert mine[1].num_batches_tracked.item() == 3

@@ -16,7 +16,10 @@ where (:class:`Batched`), and where the outputs carry it; :func:`local_call` doe
   forward or in backward): it gets an empty result of the right shape that still holds
   every input in its autograd graph, so every rank runs the same collectives in backward.
 
-No communication in forward. With no argument split along its batch axis the call goes to
+No communication in forward, except one one-byte allreduce that agrees on errors where an
+argument holds integer values torch checks (embedding indices, targets, ...): a rank that
+sees a bad value raises, and so does every other rank, with torch's exception type and
+message, instead of waiting in the next collective. With no argument split along its batch axis the call goes to
 the fallback policy of :func:`torchheat.dispatch.no_rule` (a replicated call runs locally).
 
 Examples
@@ -28,13 +31,18 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
+from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
+from .random import _fill_range, _flat_range, _splitmix64, default_generator
 
 
 class Batched(NamedTuple):
@@ -84,12 +92,19 @@ def parameter(t, comm):
 
 
 def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batched], out_axes,
-               local_func: Optional[Callable] = None):
+               local_func: Optional[Callable] = None, agree: Optional[bool] = None, random: Optional[int] = None):
     """Run a batch-parallel call on this rank's samples (see the module docstring).
 
     ``out_axes``: the batch axis of the output, or one entry per output (None for an output
     without it, which must then be the same on every rank). ``local_func`` computes on the
-    local tensors in place of ``func`` (``func`` still names the call in errors).
+    local tensors in place of ``func`` (``func`` still names the call in errors). ``agree``:
+    whether an error of the local call may depend on the values, so that only some ranks see
+    it (an index out of range, a probability above 1): it is then agreed on (one one-byte
+    allreduce), and every rank raises it. By default, when an argument is an integer or bool
+    tensor (indices, targets, masks: the values torch checks); float-only layers communicate
+    nothing in forward. ``random``: the call is an attention with dropout, whose masks then come
+    from torchheat's stream (:class:`StreamDropout`), not from torch's generator; the value is
+    the batch axis of its attention weights (None: no dropout).
     """
     lead, entry = lead_of(args, kwargs, batched)
     if lead is None:
@@ -113,25 +128,34 @@ def local_call(func: Callable, args: tuple, kwargs: dict, batched: Sequence[Batc
     for b in batched:  # (a tuple of tensors, like an LSTM's (h, c), has the axis in each)
         put(largs, lkwargs, b.pos, b.name, pytree.tree_map(lambda t: to_local(t, b), arg(args, kwargs, b.pos, b.name)))
     run = local_func or func
-    if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
-        return wrap_outputs(empty_result(run, largs, lkwargs, batched, out_axes), out_axes, comm, counts, n)
+    out, error = None, None
     try:
-        out = d.run_local(run, tuple(largs), lkwargs)
-    except Exception as error:
-        raise_like_torch(func, args, kwargs, error)
+        with StreamDropout(default_generator._next_key(), random, counts, comm.rank) if random is not None \
+                else contextlib.nullcontext():
+            if not count:  # (not torch on an empty batch: some kernels refuse one, in forward or in backward)
+                out = empty_result(run, largs, lkwargs, batched, out_axes)
+            else:
+                out = d.run_local(run, tuple(largs), lkwargs)
+    except Exception as e:
+        error = e if isinstance(e, NotDistributedError) else torch_error(func, args, kwargs, e)
+    if agree if agree is not None else any(isinstance(t, torch.Tensor) and not (t.is_floating_point() or t.is_complex())
+                                           for t in pytree.tree_leaves((args, kwargs))):
+        d.agree(comm, error)
+    elif error is not None:
+        raise error
     return wrap_outputs(out, out_axes, comm, counts, n)
 
 
-def raise_like_torch(func, args, kwargs, error: Exception):
-    """Raise torch's exception for the call on the global shapes, or ``error`` (the local
-    one) where the global shapes alone raise nothing (an error that depends on the values)."""
+def torch_error(func, args, kwargs, error: Exception) -> Exception:
+    """torch's exception for the call on the global shapes, or ``error`` (the local one)
+    where the global shapes alone raise nothing (an error that depends on the values)."""
     try:
         d.raise_global_error(func, args, kwargs)
     except Exception as global_error:
         if type(global_error) is RuntimeError and str(global_error).endswith("are not compatible"):
-            raise error
-        raise
-    raise error
+            return error
+        return global_error
+    return error
 
 
 def wrap_outputs(out, out_axes, comm, counts, n: int):
@@ -230,3 +254,54 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
         return zeros(meta, _axes(meta, out_axes)[0])
     out = [zeros(m, a) for m, a in zip(meta, _axes(meta, out_axes))]
     return type(meta)(*out) if hasattr(meta, "_fields") else type(meta)(out)
+
+
+class StreamDropout(TorchFunctionMode):
+    """The local call of ``scaled_dot_product_attention`` with ``dropout_p`` (intercepted as it
+    runs) drops its attention weights with a mask from torchheat's stream: this rank's mask is
+    its part of the mask one process draws for the global batch.
+
+    The weights hold this rank's samples along the batch axis ``axis``, a fixed number of rows
+    each. ``key`` (one call of the stream, drawn on every rank) keys the masks; a rank with no
+    samples runs stand-ins and draws nothing. No communication. (A mode does not reach the
+    calls inside a Python function that itself dispatches, such as
+    ``multi_head_attention_forward``: that one refuses dropout on split input instead.)
+    """
+
+    def __init__(self, key: int, axis: int, counts, rank: int):
+        super().__init__()
+        self.key, self.axis, self.counts, self.rank, self.calls = key, axis, counts, rank, 0
+
+    def keep(self, shape, p: float, like: torch.Tensor) -> torch.Tensor:
+        """The scaled keep mask (``bernoulli(1 - p) / (1 - p)``) of a local tensor of ``shape``."""
+        count = self.counts[self.rank]
+        if not count:
+            return like.new_ones(shape)
+        axis = self.axis if len(shape) > self.axis else 0
+        rows = shape[axis] // count
+        gshape = list(shape)
+        gshape[axis] = sum(self.counts) * rows
+        flat = _flat_range(gshape, axis, tuple(c * rows for c in self.counts), self.rank)
+        if flat is None:
+            raise NotDistributedError(f"dropout inside attention draws a mask split along axis {axis} of {tuple(gshape)}, "
+                                      "which is not contiguous; split the input along its first axis")
+        key = _splitmix64(self.key ^ self.calls)
+        self.calls += 1
+        mask = like.new_empty(flat[1] - flat[0])
+        if p < 1:
+            _fill_range(mask, flat[0], torch.Size(gshape).numel(), key, lambda t, g: t.bernoulli_(1 - p, generator=g))
+        return (mask.zero_() if p == 1 else mask.div_(1 - p)).view(shape)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention and arg(args, kwargs, 4, "dropout_p", 0.0) > 0:
+            q, k, v = args[:3]
+            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+            opts = {n: arg(args, kwargs, 3 + i, n) for i, n in enumerate(names)}
+            _, weights = torch.ops.aten._scaled_dot_product_attention_math(
+                q, k, v, opts["attn_mask"], 0.0, bool(opts["is_causal"]), None, scale=opts["scale"],
+                enable_gqa=bool(opts["enable_gqa"]))
+            if opts["enable_gqa"] and v.dim() > 2 and v.shape[-3] != q.shape[-3]:
+                v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
+            return (weights * self.keep(weights.shape, opts["dropout_p"], weights)) @ v
+        return func(*args, **kwargs)

@@ -33,6 +33,7 @@ torch.Size([5])
 from __future__ import annotations
 
 import operator
+import warnings
 from typing import List, Optional
 
 import torch
@@ -676,6 +677,21 @@ def _check_on_meta(func, args, kwargs):
         d.raise_global_error(func, args, kwargs)
 
 
+def _check_slices(func, args):
+    """torch's error for the slice shapes of ``index_add_``/``index_reduce_`` (``args``: x, dim,
+    index, source, ...), which their meta kernels skip (a 0-d source into a vector): the CPU
+    kernel on zero-stride stand-ins checks them first, then refuses the aliased output (ignored)."""
+    def one(a):
+        return torch.zeros((), dtype=a.dtype).expand(d.shape_of(a)) if isinstance(a, torch.Tensor) else a
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # index_reduce's beta warning
+            d.run_local(func, tuple(map(one, args)), {})
+    except Exception as error:
+        if "written-to tensor" not in str(error):
+            raise error.with_traceback(None) from None
+
+
 def _meta_call(args, kwargs):
     def one(a):
         return torch.empty(d.shape_of(a), dtype=a.dtype, device="meta") if isinstance(a, torch.Tensor) else a
@@ -947,6 +963,9 @@ def scatter(func, args, kwargs):
         return replicated_call(func, args, kwargs)
     _check_on_meta(func, args, kwargs)
     comm = _comm_of(x, index, src)
+    one = (1,) * len(x._gshape)  # torch reads a 0-d index or src as one element of x's rank
+    index = index.reshape(one) if isinstance(index, torch.Tensor) and not len(d.shape_of(index)) else index
+    src = src.reshape(one) if isinstance(src, torch.Tensor) and not len(d.shape_of(src)) else src
     ishape = d.shape_of(index)
     dim = layout.normalize_axis(dim, len(x._gshape))
     n = x._gshape[dim]
@@ -968,6 +987,9 @@ def index_update(func, args, kwargs):
     x, dim, index, source = bound[:4]
     if kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
+    if name in ("index_add", "index_reduce") and isinstance(source, torch.Tensor) and isinstance(index, torch.Tensor) and \
+            any(isinstance(t, DistTensor) and t._split is not None for t in (x, index, source)):
+        _check_slices(getattr(torch.Tensor, name + "_"), bound[:4] + (["prod"] if name == "index_reduce" else []))
     if name == "index_add" and (not isinstance(x, DistTensor) or x._split is None) and x.dtype != torch.bool and \
             _along_split(index, source, dim, len(d.shape_of(x))):
         return _index_add_partial_sums(func, x, dim, index, source, 1 if bound[4] is None else bound[4])
@@ -1044,15 +1066,21 @@ def _index_add_partial_sums(func, x, dim, index, source, alpha):
         counts = source._counts
         keys = (index.local if isinstance(index, DistTensor) else index).reshape(-1)
         keys = keys.narrow(0, layout.offsets(counts)[comm.rank], counts[comm.rank])
+    start, count = layout.offsets(counts)[comm.rank], counts[comm.rank]
     if isinstance(source, DistTensor) and source._split is not None:
         entries = d.to_layout(source, dim if len(source._gshape) else 0, counts).local
     else:
-        entries = d.replicated_operand(source, comm, dim if len(d.shape_of(source)) else -1,
-                                       layout.offsets(counts)[comm.rank], counts[comm.rank])
+        entries = d.replicated_operand(source, comm, dim if len(d.shape_of(source)) else -1, start, count)
     target = x.local if isinstance(x, DistTensor) else x
     with torch._C.DisableTorchFunctionSubclass():
+        if not target.dim() or not entries.dim():  # torch reads a 0-d x or source as one row: so must the chunks
+            entries = entries.reshape(-1).narrow(0, start, count) if not entries.dim() else entries.reshape(-1)
         keys = torch.where((keys < 0) | (keys >= n), 0, keys)
-        part = torch.zeros_like(target).index_add_(dim, keys, entries, alpha=alpha)
+        part = torch.zeros_like(target)
+        try:  # (an error here is agreed on in the sum's allreduce, as a bad key)
+            part.view(target.shape or (1,)).index_add_(dim, keys, entries, alpha=alpha)
+        except Exception as error:
+            found = found or error
         # one allreduce: the parts and a flag of bad keys (then every rank raises the same error)
         flag = torch.ones(1, dtype=part.dtype, device=part.device) * (found is not None)
         summed = cf.all_reduce(torch.cat([part.reshape(-1), flag]), comm)

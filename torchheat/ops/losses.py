@@ -166,12 +166,7 @@ def loss(func, args, kwargs):
     batched, axis = plan
     lead = v[batched[0].name]
     comm = lead._comm
-    error, none = None, None
-    try:
-        none = local_call(func, (), {**v, "reduction": "none"}, batched, axis)
-    except Exception as e:  # (a bad class index or probability raises where it lives)
-        error = e
-    d.agree(comm, error)
+    none = local_call(func, (), {**v, "reduction": "none"}, batched, axis, agree=True)  # (a bad class or probability)
     if reduction == "none":
         return none
     if reduction not in ("mean", "sum", "batchmean") or (reduction == "batchmean" and name != "kl_div"):

@@ -11,8 +11,9 @@ or moves those to the input's layout, enters the parameters as replicated operan
 gradients are summed over ranks in backward) and computes with plain torch. No
 communication in forward, except ``one_hot`` with an inferred class count (one allreduce
 of the maximum) and ``linear`` on input split along its feature axis (the matmul rule of
-:mod:`torchheat.ops.linalg`). Random draws (fractional pooling's samples) come from
-torchheat's random stream, so results do not depend on the number of processes.
+:mod:`torchheat.ops.linalg`). Random draws (fractional pooling's samples, dropout of attention
+weights) come from torchheat's random stream, so results do not depend on the number of
+processes.
 
 Examples
 --------
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import dispatch as d
+from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
 from .batch import Batched, arg, local_call
 from .random import draw
@@ -103,13 +105,7 @@ def one_hot(func, args, kwargs):
     if classes == -1 and x._gshape.numel() and local.dtype == torch.int64:
         top = local.max() if local.numel() else local.new_tensor(-1)
         classes = int(comm.allreduce(top.reshape(1), "max").item()) + 1 if comm.size > 1 else int(top) + 1
-    error = None
-    try:
-        out = local_call(func, (x, classes), {}, [Batched(0, "input", x._split)], x._split)
-    except Exception as e:  # a negative or too large class, seen where it lives
-        error, out = e, None
-    d.agree(comm, error)
-    return out
+    return local_call(func, (x, classes), {}, [Batched(0, "input", x._split)], x._split)  # (a bad class: agreed)
 
 
 def affine_grid(func, args, kwargs):
@@ -156,7 +152,27 @@ def multi_head_attention(func, args, kwargs):
         t = arg(args, kwargs, pos, name)
         if isinstance(t, torch.Tensor) and t.dim() == 3:
             batched.append(Batched(pos, name, 0, heads))
+    refuse_dropout(func, arg(args, kwargs, 10, "dropout_p") if arg(args, kwargs, 13, "training", True) else 0)
     return local_call(func, args, kwargs, batched, (1, 0))
+
+
+def refuse_dropout(func, p) -> None:
+    """Dropout inside a C++ or dispatching op would draw from torch's generator on each rank's
+    samples (results that depend on the number of processes): refuse it."""
+    if p:
+        raise NotDistributedError(
+            f"{d.func_name(func)} with dropout {p} in training draws from torch's generator on each rank's samples, "
+            "so its result would depend on the number of processes; use dropout 0 (nn.Dropout layers around it "
+            "draw from torchheat's stream), eval mode, or resplit the input to None")
+
+
+def attention(func, args, kwargs):
+    """``scaled_dot_product_attention``: local on the leading axes; ``dropout_p`` draws the
+    attention weights' mask from torchheat's stream."""
+    plan = RULES["scaled_dot_product_attention"](args, kwargs)
+    if plan is None:
+        return d.no_rule(func, args, kwargs)
+    return local_call(func, args, kwargs, *plan, random=plan[1] if arg(args, kwargs, 4, "dropout_p", 0.0) > 0 else None)
 
 
 def _funcs(name):
@@ -209,6 +225,7 @@ d.register([F.normalize], normalize)
 d.register([F.one_hot], one_hot)
 d.register([F.affine_grid], affine_grid)
 d.register([F.multi_head_attention_forward], multi_head_attention)
+d.register([F.scaled_dot_product_attention], attention)
 d.register([F.fractional_max_pool2d, F.fractional_max_pool3d, F.fractional_max_pool2d_with_indices,
             F.fractional_max_pool3d_with_indices], fractional_max_pool)
 
@@ -225,6 +242,7 @@ def recurrent(func, args, kwargs):
     axis = 0 if args[8] else 1
     if x._split != axis:
         return d.no_rule(func, args, kwargs)
+    refuse_dropout(func, args[5] if args[6] and args[4] > 1 else 0)
     return local_call(func, args, kwargs, [Batched(0, "input", axis), Batched(1, "hx", 1)], (axis, 1, 1))
 
 
