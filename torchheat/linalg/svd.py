@@ -23,11 +23,12 @@ import math
 
 import torch
 
-from .. import dispatch as d
+from .. import dispatch as d, layout
 from ..comm import functional as cf
 from ..tensor import DistTensor, wrap
 from . import batch
 from .common import distributed
+from .jacobi import sorted_columns, svd_columns
 from .qr import complement, tsqr
 
 
@@ -45,8 +46,6 @@ def tall_svd(x: DistTensor, full_matrices: bool = False, compute_uv: bool = True
     if m < n:
         with distributed():
             xt = x.mH
-        if not _tsqr_fits(xt):
-            return None
         out = tall_svd(xt, full_matrices, compute_uv)
         if out is None or not compute_uv:
             return out
@@ -54,7 +53,10 @@ def tall_svd(x: DistTensor, full_matrices: bool = False, compute_uv: bool = True
         with distributed():
             return vh.mH, s, u.mH
     if not _tsqr_fits(x):
-        return None
+        if full_matrices and m > n and compute_uv:
+            return None
+        u, s, vh = jacobi_svd(x)
+        return (u, s, vh) if compute_uv else (None, s, None)
     x = x if x._split == 0 else x.resplit(0)
     q, r = tsqr(x.local, x._counts, comm)
     if not compute_uv:
@@ -69,6 +71,73 @@ def tall_svd(x: DistTensor, full_matrices: bool = False, compute_uv: bool = True
     else:
         u, ushape = q @ ur_in, torch.Size((m, n))
     return (wrap(u, 0, comm, ushape, x._counts), wrap(s, None, comm, s.shape), wrap(vh, None, comm, vh.shape))
+
+
+class _JacobiSVD(torch.autograd.Function):
+    """``(U, S, V)`` of the column-split ``m x n`` A, m >= n (local columns; U and V split
+    along their columns, S replicated); backward by torch's SVD formula in distributed ops."""
+
+    @staticmethod
+    def forward(ctx, a, counts, comm, m):
+        n = sum(counts)
+        w, s, v, mine = svd_columns(a, counts, comm, m)
+        u, s, v, kcounts = sorted_columns(w, s, v, mine, comm, n)
+        ctx.meta = (counts, comm, m, kcounts)
+        ctx.save_for_backward(u, s, v)
+        return u, s, v
+
+    @staticmethod
+    def backward(ctx, gu, gs, gv):
+        counts, comm, m, kcounts = ctx.meta
+        u, s, v = ctx.saved_tensors
+        n = v.shape[0]
+        U, V = (wrap(t, 1, comm, torch.Size((rows, n)), kcounts) for t, rows in ((u, m), (v, n)))
+        GU, GV = (wrap(torch.zeros_like(t) if g is None else g, 1, comm, torch.Size((rows, n)), kcounts)
+                  for g, t, rows in ((gu, u, m), (gv, v, n)))
+        S = wrap(s, None, comm, s.shape)
+        GS = wrap(torch.zeros_like(s) if gs is None else gs, None, comm, s.shape)
+        with distributed():
+            ga = svd_backward(U, S, V, GU, GS, GV, m, n)
+            ga = d.to_layout(ga, 1, counts)
+        return ga.local, None, None, None
+
+
+def svd_backward(U, S, V, GU, GS, GV, m: int, n: int):
+    """torch's SVD gradient ``dA`` (for ``A = U diag(S) V^H``, k = min(m, n)), written with
+    distributed ops: the ``k x k`` matrices stay split."""
+    from ..ops.creation import eye
+    k = S.shape[0]
+    eye_k = eye(k, split=0, dtype=U.dtype, device=U.device, comm=U._comm)
+    col = S.resplit(0).unsqueeze(-1)  # S as a split column: the k x k terms are split too
+    uhgu, vhgv = U.mH @ GU, V.mH @ GV
+    uhgu, vhgv = uhgu - uhgu.mH, vhgv - vhgv.mH
+    e = (S * S).unsqueeze(0) - col * col + eye_k
+    core = (uhgu * S.unsqueeze(0) + col * vhgv) / e + eye_k * GS.unsqueeze(0)
+    if m > k:
+        gus = GU / S.unsqueeze(0)
+        return (U @ core + gus - U @ (U.mH @ gus)) @ V.mH
+    if n > k:
+        sgv = GV.mH / col
+        return U @ (core @ V.mH + sgv - (sgv @ V) @ V.mH)
+    return U @ core @ V.mH
+
+
+def jacobi_svd(x: DistTensor):
+    """``(U, S, Vh)`` of a split matrix by one-sided Jacobi over its column blocks (of
+    ``A^H`` for a wide matrix): U split along its columns, Vh along its rows."""
+    m, n = x._gshape
+    comm = x._comm
+    if m < n:
+        with distributed():
+            u, s, vh = jacobi_svd(x.mH)
+            return vh.mH, s, u.mH
+    xc = x if x._split == 1 else x.resplit(1)
+    u, s, v = _JacobiSVD.apply(xc.local, xc._counts, comm, m)
+    kcounts = layout.balanced_counts(n, comm.size)
+    U = wrap(u, 1, comm, torch.Size((m, n)), kcounts)
+    V = wrap(v, 1, comm, torch.Size((n, n)), kcounts)
+    with distributed():
+        return U, wrap(s, None, comm, s.shape), V.mH
 
 
 def _matrix(x) -> bool:
