@@ -165,13 +165,15 @@ def _exchange(blocks: dict, block_of: dict, width: dict, comm, m: int, n: int, l
     return out
 
 
-def sorted_columns(w: torch.Tensor, s: torch.Tensor, v: torch.Tensor, mine: layout.Counts, comm, k: int):
-    """The first ``k`` columns of ``U = W S^-1`` and ``V`` in descending order of S, split
-    along their columns in the balanced layout (one redistribution each), and ``S[:k]``."""
+def sorted_columns(w: torch.Tensor, s: torch.Tensor, v: torch.Tensor, mine: layout.Counts, comm, k: int,
+                   ascending: bool = False):
+    """The first ``k`` columns of ``U = W S^-1`` and ``V`` in descending (or ascending) order
+    of S, split along their columns in the balanced layout (one redistribution each), and
+    ``S`` in that order."""
     from ..tensor import wrap
     from .common import distributed
     m, n = w.shape[0], v.shape[0]
-    order = torch.sort(s, descending=True, stable=True).indices[:k]
+    order = torch.sort(s, descending=not ascending, stable=True).indices[:k]
     s = s[order]
     counts = layout.balanced_counts(k, comm.size)
     wd = wrap(w, 1, comm, torch.Size((m, sum(mine))), mine)
