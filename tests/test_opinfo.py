@@ -97,27 +97,17 @@ EXCLUDED = {
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
     **{f"linalg.{name}": "no distributed algorithm yet for a matrix split along a matrix axis (batch-split inputs run "
                          "locally)"
-       for name in ("cross", "diagonal", "matrix_sqrth", "eig", "eigvals", "eigh", "eigvalsh", "householder_product",
-                    "ldl_factor", "ldl_factor_ex", "ldl_solve", "matrix_power", "polar", "vander", "lu_factor",
+       for name in ("cross", "diagonal", "matrix_sqrth", "eig", "eigvals", "householder_product",
+                    "ldl_factor", "ldl_factor_ex", "ldl_solve", "polar", "vander", "lu_factor",
                     "lu_factor_ex", "lu", "lu_solve", "inv_ex", "solve_ex", "tensorinv", "tensorsolve")},
     "linalg.lstsq": "lstsq runs through TSQR for a tall row-split matrix only; its OpInfo samples are square or wide",
     "linalg.lstsq.grad_oriented": "lstsq runs through TSQR for a tall row-split matrix only",
-    "linalg.matrix_norm": "the 2/-2/nuc norms of a split square matrix need its SVD (not distributed yet)",
-    "linalg.pinv": "pinv of a split square matrix needs its SVD (not distributed yet)",
-    "linalg.pinv.hermitian": "hermitian=True reads only the lower triangle (through eigh, not distributed yet)",
     "index_add": "one of its samples leaves the ranks in different collectives at 3 processes (open; "
                  "tests/test_indexing.py covers index_add)",
     "nn.functional.scaled_dot_product_attention": "fails on one of its samples at 3 processes (open; "
                                                   "tests/test_nn_layers.py covers it)",
     "nn.functional.multi_head_attention_forward": "fails on one of its samples at 3 processes (open; "
                                                   "tests/test_nn_layers.py covers it)",
-    "linalg.cond": "fails on one of its samples at 3 processes (the SVD of a split square matrix is not distributed)",
-    "linalg.matrix_rank": "fails on one of its samples at 3 processes (the SVD of a split square matrix is not "
-                          "distributed)",
-    "linalg.svdvals": "fails on one of its samples at 3 processes (the SVD of a split square matrix is not distributed)",
-    "linalg.matrix_rank.hermitian": "hermitian=True reads only the lower triangle (through eigvalsh, not distributed "
-                                    "yet)",
-    "linalg.pinv.singular": "the gradient through TSQR and the SVD of R is NaN for rank-deficient inputs (open)",
     "nn.functional.ctc_loss": "its OpInfo samples are larger than MAX_NUMEL (tests/test_losses.py covers it)",
     **{f"nn.functional.{name}": "in training mode the mask comes from torchheat's random stream (the same for every "
                                 "process count), not from torch's global generator (tests/test_nn_functional.py)"

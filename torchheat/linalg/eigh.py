@@ -65,13 +65,19 @@ def _eigh_sig(A, UPLO="L", *, out=None):
     return A, UPLO
 
 
+def hermitian_part(a: DistTensor, uplo: str = "L") -> DistTensor:
+    """The Hermitian matrix torch reads from the ``uplo`` triangle of ``a`` (no gradient)."""
+    with torch.no_grad(), distributed():
+        tri = a.tril() if uplo == "L" else a.triu()
+        return tri + (tri.tril(-1) if uplo == "L" else tri.triu(1)).mH
+
+
 def hermitian_eig(a: DistTensor, uplo: str = "L"):
     """Ascending eigenvalues (replicated) and eigenvectors (split along columns) of the split
     Hermitian matrix whose ``uplo`` triangle is in ``a``."""
     comm = a._comm
+    h = hermitian_part(a, uplo)
     with torch.no_grad(), distributed():
-        tri = a.tril() if uplo == "L" else a.triu()
-        h = tri + (tri.tril(-1) if uplo == "L" else tri.triu(1)).mH
         shift = float(torch.linalg.matrix_norm(h, 1)) if h.numel() else 0.0
         hc = h if h._split == 1 else h.resplit(1)
     ac = a if a._split == 1 else a.resplit(1)

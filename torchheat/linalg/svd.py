@@ -28,6 +28,7 @@ from ..comm import functional as cf
 from ..tensor import DistTensor, wrap
 from . import batch
 from .common import distributed
+from .eigh import hermitian_part
 from .jacobi import sorted_columns, svd_columns
 from .qr import complement, tsqr
 
@@ -245,9 +246,11 @@ def _tolerance(s, shape, atol, rtol):
 def matrix_rank(func, args, kwargs):
     """``linalg.matrix_rank``: singular values above the tolerance."""
     x, tol, hermitian, atol, rtol = _rank_sig(*args, **kwargs)
-    if not _matrix(x) or hermitian or any(isinstance(t, torch.Tensor) for t in (tol, atol, rtol)):
+    if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (tol, atol, rtol)):
         return d.no_rule(func, args, kwargs)
-    s = singular_values(x)
+    if hermitian and x._gshape[0] != x._gshape[1]:
+        d.raise_global_error(func, args, kwargs)
+    s = singular_values(hermitian_part(x) if hermitian else x)
     if s is None:
         return d.no_rule(func, args, kwargs)
     if tol is not None:
@@ -261,7 +264,9 @@ def _pinv_sig(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None)
 
 @batch.algorithm("linalg.pinv", "pinverse")
 def pinv(func, args, kwargs):
-    """``linalg.pinv`` of a tall-skinny (or wide) split matrix: ``V S^+ U^H``."""
+    """``linalg.pinv`` of a split matrix: ``V S^+ U^H`` (``hermitian``: of the Hermitian
+    matrix its lower triangle makes), with torch's explicit pinv gradient (finite also where
+    A is rank-deficient)."""
     hermitian = False
     if func in (torch.pinverse, torch.Tensor.pinverse):
         x = args[0]
@@ -271,16 +276,53 @@ def pinv(func, args, kwargs):
         x, rcond, hermitian, atol, rtol = _pinv_sig(*args, **kwargs)
         if rcond is not None:
             rtol = rcond
-    if not _matrix(x) or hermitian or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
-        return d.no_rule(func, args, kwargs)  # (hermitian: torch reads only the lower triangle, through eigh)
-    out = tall_svd(x)
-    if out is None:
+    if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
         return d.no_rule(func, args, kwargs)
-    u, s, vh = out
-    cut = _tolerance(s.local.detach(), x._gshape, atol, rtol)
-    with distributed():
-        inv_s = torch.where(s > cut, 1 / s, torch.zeros_like(s))
-        return (vh.mH * inv_s) @ u.mH
+    with torch.no_grad():
+        if hermitian and x._gshape[0] != x._gshape[1]:
+            d.raise_global_error(func, args, kwargs)
+        # hermitian: the SVD of the Hermitian matrix torch reads (its singular values are |eigenvalues|)
+        out = tall_svd(hermitian_part(x) if hermitian else x)
+        if out is None:
+            return d.no_rule(func, args, kwargs)
+        u, s, vh = out
+        cut = _tolerance(s.local, x._gshape, atol, rtol)
+        with distributed():
+            inv_s = torch.where(s > cut, 1 / s, torch.zeros_like(s))
+            p = (vh.mH * inv_s) @ u.mH
+    with torch.no_grad():
+        p = d.to_layout(p, x._split, None if x._split is None else layout.balanced_counts(x._gshape[1 - x._split], x._comm.size))
+    meta = [(t._split, t._comm, t._gshape, t._counts) for t in (x, p)]
+    return wrap(_Pinv.apply(x.local, p.local.detach(), meta), p._split, p._comm, p._gshape, p._counts)
+
+
+class _Pinv(torch.autograd.Function):
+    """The pseudo-inverse ``P`` of A (computed before); backward torch's ``pinv_backward``
+    in distributed ops."""
+
+    @staticmethod
+    def forward(ctx, a, p, meta):
+        ctx.meta = meta
+        ctx.save_for_backward(a, p)
+        return p.clone()
+
+    @staticmethod
+    def backward(ctx, gp):
+        a, p = ctx.saved_tensors
+        A, P, G = wrap(a, *ctx.meta[0]), wrap(p, *ctx.meta[1]), wrap(gp, *ctx.meta[1])
+        m, n = A._gshape
+        with distributed():
+            ph, gh = P.mH, G.mH
+            if m <= n:
+                k = gh @ P
+                kph = k @ ph
+                ga = -(P @ k).mH + kph - (A @ P) @ kph + (ph @ P) @ (gh - k @ A)
+            else:
+                k = P @ gh
+                phk = ph @ k
+                ga = -(k @ P).mH + (gh - A @ k) @ P @ ph + phk - phk @ P @ A
+            ga = d.to_layout(ga, A._split, A._counts)
+        return ga.local, None, None
 
 
 @batch.algorithm("linalg.cond")
