@@ -98,8 +98,7 @@ EXCLUDED = {
     **{f"linalg.{name}": "no distributed algorithm yet for a matrix split along a matrix axis (batch-split inputs run "
                          "locally)"
        for name in ("cross", "diagonal", "matrix_sqrth", "eig", "eigvals", "householder_product",
-                    "ldl_factor", "ldl_factor_ex", "ldl_solve", "polar", "vander", "lu_factor",
-                    "lu_factor_ex", "lu", "lu_solve", "inv_ex", "solve_ex", "tensorinv", "tensorsolve")},
+                    "ldl_factor", "ldl_factor_ex", "ldl_solve", "polar", "vander", "inv_ex", "solve_ex", "tensorinv", "tensorsolve")},
     "linalg.lstsq": "lstsq runs through TSQR for a tall row-split matrix only; its OpInfo samples are square or wide",
     "linalg.lstsq.grad_oriented": "lstsq runs through TSQR for a tall row-split matrix only",
     "index_add": "one of its samples leaves the ranks in different collectives at 3 processes (open; "
