@@ -107,6 +107,8 @@ EXCLUDED = {
                                                   "tests/test_nn_layers.py covers it)",
     "nn.functional.multi_head_attention_forward": "fails on one of its samples at 3 processes (open; "
                                                   "tests/test_nn_layers.py covers it)",
+    "linalg.eigh": "eigenvectors are compared entry by entry, and torch (LAPACK) fixes no sign for them "
+                   "(tests/test_linalg_jacobi.py compares sign-invariant quantities and gradients)",
     "linalg.cond": "one of its 3-process samples leaves some ranks without an input gradient and others with one "
                    "(the check's gradient gather hangs; open: tests/test_linalg_jacobi.py covers cond of split matrices)",
     "nn.functional.ctc_loss": "its OpInfo samples are larger than MAX_NUMEL (tests/test_losses.py covers it)",

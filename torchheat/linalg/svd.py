@@ -188,8 +188,12 @@ def _norm_sig(A, ord="fro", dim=(-2, -1), keepdim=False, *, dtype=None, out=None
 def matrix_norm(func, args, kwargs):
     """``linalg.matrix_norm`` of a split matrix for every ``ord``."""
     x, ord, dim, keepdim, dtype = _norm_sig(*args, **kwargs)
-    if not _matrix(x) or tuple(dim) not in ((-2, -1), (0, 1)) or ord not in ("fro", "nuc", 1, -1, 2, -2, math.inf, -math.inf):
+    if not _matrix(x) or ord not in ("fro", "nuc", 1, -1, 2, -2, math.inf, -math.inf) or \
+            tuple(a % 2 for a in dim) not in ((0, 1), (1, 0)):
         return d.no_rule(func, args, kwargs)
+    if tuple(a % 2 for a in dim) == (1, 0):  # rows and columns exchanged: the norm of the transpose
+        with distributed():
+            x = x.mT
     out = _matrix_norm(x, ord, dtype)
     if out is None:
         return d.no_rule(func, args, kwargs)
@@ -258,6 +262,13 @@ def matrix_rank(func, args, kwargs):
     return wrap((s.local > _tolerance(s.local, x._gshape, atol, rtol)).sum(), None, x._comm, torch.Size(()))
 
 
+def _scalar(t):
+    """A one-element tolerance tensor as a number (what it means for a single matrix)."""
+    if isinstance(t, torch.Tensor) and t.numel() == 1:
+        return float(t.local if isinstance(t, DistTensor) and t._split is None else t.reshape(()))
+    return t
+
+
 def _pinv_sig(A, rcond=None, hermitian=False, *, atol=None, rtol=None, out=None):
     return A, rcond, hermitian, atol, rtol
 
@@ -276,6 +287,7 @@ def pinv(func, args, kwargs):
         x, rcond, hermitian, atol, rtol = _pinv_sig(*args, **kwargs)
         if rcond is not None:
             rtol = rcond
+    atol, rtol = (_scalar(t) for t in (atol, rtol))
     if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
         return d.no_rule(func, args, kwargs)
     with torch.no_grad():
