@@ -14,7 +14,7 @@ Examples
 --------
 >>> import torch, torchheat as th
 >>> a = th.distribute(torch.tensor([[2., 1.], [1., 2.]], dtype=torch.float64), split=0)
->>> torch.linalg.eigvalsh(a).full().tolist()
+>>> [round(v, 12) for v in torch.linalg.eigvalsh(a).full().tolist()]
 [1.0, 3.0]
 """
 from __future__ import annotations

@@ -6,7 +6,8 @@ The matrix ``W = A`` is split along its columns; each rank also holds the same c
 into two blocks; the ``2p`` blocks meet pairwise in a round-robin tournament (the circle
 method: ``2p - 1`` steps per sweep, every pair of blocks once). In a step each rank
 orthogonalizes its two blocks together with a local SVD of ``[W_a W_b] = U_p S_p V_p^H``:
-``[W_a W_b] <- U_p S_p`` and ``[V_a V_b] <- [V_a V_b] V_p``. Blocks then move to the rank
+``[W_a W_b] <- U_p S_p`` and ``[V_a V_b] <- [V_a V_b] V_p`` (columns matched to the old ones
+they are closest to, so the rotation is near the identity and sweeps converge quadratically). Blocks then move to the rank
 that holds their next position (point-to-point sends of one block at a time; ``m x b``
 and ``n x b`` per block). A sweep ends with one allreduce of the largest cosine between
 columns that met; below ``max(m, n) * eps`` the columns of W are orthogonal, so
@@ -25,8 +26,8 @@ Examples
 >>> from torchheat.linalg.jacobi import svd_columns
 >>> a = th.distribute(torch.tensor([[3., 0.], [0., 4.]], dtype=torch.float64), split=1)
 >>> u, s, v, counts = svd_columns(a.local, a.counts, a.comm, 2)
->>> s.tolist()
-[4.0, 3.0]
+>>> sorted(s.tolist())  # (in tournament order; sorted_columns orders them)
+[3.0, 4.0]
 """
 from __future__ import annotations
 

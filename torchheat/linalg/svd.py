@@ -1,13 +1,17 @@
-"""SVD of tall-skinny split matrices and what is built on singular values: ``linalg.svd``,
+"""SVD of split matrices and what is built on singular values: ``linalg.svd``,
 ``svdvals``, ``matrix_norm``, ``norm``, ``matrix_rank``, ``pinv``, ``cond``.
 
 A tall-skinny row-split ``A`` (see :mod:`torchheat.linalg.qr`) is ``Q R`` by TSQR, and the
 small replicated ``R = U_r S V^H`` is decomposed on every rank: ``U = Q U_r`` stays split
-like A, ``S`` and ``V^H`` are replicated. A wide matrix is the transpose of a tall one.
+like A, ``S`` and ``V^H`` are replicated. Other matrices (square, or too few rows per rank)
+run the one-sided Jacobi SVD of :mod:`torchheat.linalg.jacobi` on their column blocks, with
+torch's SVD backward in distributed ops. A wide matrix is the transpose of a tall one.
 The 1, -1, inf, -inf and Frobenius norms are sums and extremes (distributed reductions);
-2, -2, ``nuc`` and ``cond`` use the singular values; ``pinv = V S^+ U^H``.
-Differentiable through TSQR. (Square matrices that are not tall-skinny have no
-distributed SVD yet: they follow ``th.config.fallback``.)
+2, -2, ``nuc`` and ``cond`` use the singular values; ``pinv = V S^+ U^H`` with torch's
+explicit pinv gradient (``hermitian=True``: the SVD of the Hermitian matrix its lower
+triangle makes). Where a Jacobi SVD finds zero singular values, U's columns for them
+are zero, not an orthonormal completion (``full_matrices=True`` of a non-TSQR tall matrix
+follows ``th.config.fallback``).
 
 Examples
 --------
