@@ -18,9 +18,12 @@ result) is measured apart from the products'. ``--cdist-rows 0`` leaves it out.
 A second table times the decompositions the same way: ``torch.linalg.qr`` of a float32
 ``TSQR_ROWS x 64`` matrix split along its rows (TSQR), and ``torch.linalg.solve`` of a
 float32 ``SOLVE_N x SOLVE_N`` matrix split along its rows with one replicated right-hand
-side (column-block LU); memory as a multiple of the rank's share of the matrix. The
-issue's sizes are ``TSQR_ROWS=1000000 SOLVE_N=4096`` (environment variables; defaults
-200000 and 1024).
+side (column-block LU), ``lu_factor`` of the same matrix split along its columns, ``svd``
+and ``eigh`` of ``JACOBI_N x JACOBI_N`` matrices split along their columns (one-sided
+Jacobi), and ``torch.svd_lowrank(q=20)`` of a rank-20 ``LOWRANK_ROWS x 512`` matrix split
+along its rows; memory as a multiple of the rank's share of the matrix. The issue's sizes
+are ``TSQR_ROWS=1000000 SOLVE_N=4096 LOWRANK_ROWS=100000`` (environment variables; defaults
+200000, 1024 and 20000; ``JACOBI_N`` 192).
 """
 import argparse
 import importlib.util
@@ -119,13 +122,27 @@ def cdist_rows(args):
         row += f"{ms:>10.1f}{base / ms / p:>10.2f}{mem:>9.2f}x"
     print(row)
     print("mem: a rank's peak resident-memory growth / its share of the result")
-DECOMPS = ("qr (TSQR)", "solve")
-
-
 def decomp_operands():
+    """name -> (global matrix, the call on it): the same on every process."""
     g = torch.Generator().manual_seed(0)
-    rows, n = int(os.environ.get("TSQR_ROWS", 200000)), int(os.environ.get("SOLVE_N", 1024))
-    return torch.randn(rows, 64, generator=g), torch.randn(n, n, generator=g) + n ** 0.5 * torch.eye(n), torch.randn(n, 1, generator=g)
+    env = lambda name, default: int(os.environ.get(name, default))  # noqa: E731
+    rows, n, k = env("TSQR_ROWS", 200000), env("SOLVE_N", 1024), env("JACOBI_N", 192)
+    low = env("LOWRANK_ROWS", 20000)
+    rhs = torch.randn(n, 1, generator=g)
+    square = torch.randn(n, n, generator=g) + n ** 0.5 * torch.eye(n)
+    sym = torch.randn(k, k, generator=g)
+    return {
+        "qr (TSQR)": (torch.randn(rows, 64, generator=g), 0, lambda x: torch.linalg.qr(x)),
+        "solve": (square, 0, lambda x: torch.linalg.solve(x, rhs)),
+        "lu_factor": (square, 1, lambda x: torch.linalg.lu_factor(x)),
+        "svd (Jacobi)": (torch.randn(k, k, generator=g), 1, lambda x: torch.linalg.svd(x)),
+        "eigh (Jacobi)": (sym + sym.mT, 1, lambda x: torch.linalg.eigh(x)),
+        "svd_lowrank": (torch.randn(low, 20, generator=g) @ torch.randn(20, 512, generator=g), 0,
+                        lambda x: torch.svd_lowrank(x, q=20)),
+    }
+
+
+DECOMPS = ("qr (TSQR)", "solve", "lu_factor", "svd (Jacobi)", "eigh (Jacobi)", "svd_lowrank")
 
 
 def decomp_worker(args):
@@ -133,10 +150,9 @@ def decomp_worker(args):
 
     th.config.fallback = "error"
     comm = th.get_comm()
-    tall, square, rhs = decomp_operands()
     result, memory = {}, {}
-    for name, (a, fn) in zip(DECOMPS, [(tall, lambda x: torch.linalg.qr(x)), (square, lambda x: torch.linalg.solve(x, rhs))]):
-        x = th.distribute(a, 0)
+    for name, (a, split, fn) in decomp_operands().items():
+        x = th.distribute(a, split)
         fn(th.distribute(a[:64 * comm.size], 0) if name.startswith("qr") else x)  # first-call costs
         base = peak_mib()
         result[name] = scaling.best_ms(lambda _: fn(x), None, args.repeats, comm.barrier)
@@ -148,17 +164,14 @@ def decomp_worker(args):
 
 
 def decomp_table(args):
-    tall, square, rhs = decomp_operands()
-    base = {"qr (TSQR)": scaling.best_ms(lambda _: torch.linalg.qr(tall), None, args.repeats),
-            "solve": scaling.best_ms(lambda _: torch.linalg.solve(square, rhs), None, args.repeats)}
-    del tall, square
+    base = {name: scaling.best_ms(lambda _: fn(a), None, args.repeats) for name, (a, _, fn) in decomp_operands().items()}
     os.environ["LINALG_DECOMP"] = "1"
     runs = {p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs}
     del os.environ["LINALG_DECOMP"]
-    print(f"decompositions (float32, ms; torch in one process: qr {base['qr (TSQR)']:.1f}, solve {base['solve']:.1f})")
-    print(f"{'op':<10}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
+    print("decompositions (float32, ms; torch in one process: " + ", ".join(f"{k} {v:.1f}" for k, v in base.items()) + ")")
+    print(f"{'op':<14}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
     for name in DECOMPS:
-        row = f"{name:<10}"
+        row = f"{name:<14}"
         for p in args.procs:
             ms, mem = runs[p]["ms"][name], runs[p]["memory"][name]
             row += f"{ms:>10.1f}{base[name] / ms / p:>10.2f}{mem:>9.2f}x"

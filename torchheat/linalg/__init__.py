@@ -4,8 +4,9 @@
 :mod:`torchheat.ops.linalg`). The ``torch.linalg`` functions run here: batch-split
 operands locally (:mod:`.batch`), split matrices by TSQR and blocked QR (:mod:`.qr`),
 LU and triangular sweeps over column blocks (:mod:`.lu`, :mod:`.solve`), SVD and norms
-(:mod:`.svd`), symmetric eigensolvers (:mod:`.eigh`), and the iterative ``cg`` and
-``lanczos`` (:mod:`.iterative`). Here also are the calls that take a layout.
+(:mod:`.svd`, with the Jacobi SVD of :mod:`.jacobi`), symmetric eigensolvers (:mod:`.eigh`),
+the LU interface (:mod:`.pivoted_lu`), randomized low-rank SVD (:mod:`.lowrank`) and the
+iterative ``cg`` and ``lanczos`` (:mod:`.iterative`). Here also are the calls that take a layout.
 
 Examples
 --------
@@ -25,7 +26,7 @@ from torch._C import DisableTorchFunctionSubclass
 from .. import dispatch as d
 from ..ops.linalg import matmul_layout
 from ..tensor import DistTensor
-from . import batch, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
+from . import batch, eigh, lowrank, pivoted_lu, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
 from .iterative import cg, lanczos
 
 

@@ -33,7 +33,8 @@ from .common import broadcast
 class Factors(NamedTuple):
     """A column-split LU (``P A = L U``, L unit lower and U in one matrix), the row order
     ``perm`` (``(P A)[i] = A[perm[i]]``, replicated), the number of row swaps, the first
-    zero pivot (1-based; 0: none) and, for Householder signs, the column signs."""
+    zero pivot (1-based; 0: none), for Householder signs the column signs, and LAPACK's
+    pivots (1-based row swaps, replicated)."""
 
     lu: torch.Tensor
     counts: layout.Counts
@@ -41,6 +42,7 @@ class Factors(NamedTuple):
     swaps: int
     info: int
     signs: Optional[torch.Tensor]
+    pivots: Optional[torch.Tensor] = None
 
 
 def _householder_panel(panel: torch.Tensor, first: int, rows: int):
@@ -63,21 +65,22 @@ def _householder_panel(panel: torch.Tensor, first: int, rows: int):
 
 
 def factor(a: torch.Tensor, counts: layout.Counts, comm, householder_rows: Optional[int] = None) -> Factors:
-    """LU with partial pivoting of the column-split ``n x n`` matrix whose local columns
+    """LU with partial pivoting of the column-split ``m x n`` matrix whose local columns
     are ``a`` (rank r holds ``counts[r]`` columns). With ``householder_rows=m``, ``a`` is the
     top square of an orthonormal ``m x n`` Q: no pivoting, and the signs LAPACK's QR gives."""
     a = a.detach().clone()
-    n, p, r = a.shape[0], comm.size, comm.rank
+    m, p, r = a.shape[0], comm.size, comm.rank
     offs = layout.offsets(counts)
-    perm = torch.arange(n)
-    swaps, info, signs = 0, 0, []
+    perm = torch.arange(m)
+    swaps, info, signs, pivots = 0, 0, [], []
     for j in range(p):
         oj, tj = offs[j], counts[j]
-        if tj == 0:
+        if tj == 0 or oj >= m:  # (columns right of the last row belong to U only)
             continue
+        kj = min(tj, m - oj)  # the pivots of this panel
         if householder_rows is not None:
             panel, s = _householder_panel(a[oj:], oj, householder_rows) if r == j else (None, None)
-            panel = broadcast(panel, comm, j, (n - oj, tj), a.dtype)
+            panel = broadcast(panel, comm, j, (m - oj, tj), a.dtype)
             s = broadcast(s, comm, j, (tj,), a.real.dtype)
             signs.append(s)
             order = None
@@ -85,12 +88,13 @@ def factor(a: torch.Tensor, counts: layout.Counts, comm, householder_rows: Optio
             if r == j:
                 lu, piv, err = torch.linalg.lu_factor_ex(a[oj:])
                 meta = torch.cat([piv.to(torch.int64) - 1, err.reshape(1).to(torch.int64)])
-            panel = broadcast(lu if r == j else None, comm, j, (n - oj, tj), a.dtype)
-            meta = broadcast(meta if r == j else None, comm, j, (tj + 1,), torch.int64)
-            piv, err = meta[:tj].tolist(), int(meta[tj])
+            panel = broadcast(lu if r == j else None, comm, j, (m - oj, tj), a.dtype)
+            meta = broadcast(meta if r == j else None, comm, j, (kj + 1,), torch.int64)
+            piv, err = meta[:kj].tolist(), int(meta[kj])
+            pivots += [oj + q + 1 for q in piv]
             if err and not info:
                 info = oj + err
-            order = list(range(n - oj))
+            order = list(range(m - oj))
             for i, q in enumerate(piv):
                 if q != i:
                     order[i], order[q] = order[q], order[i]
@@ -103,11 +107,12 @@ def factor(a: torch.Tensor, counts: layout.Counts, comm, householder_rows: Optio
         if order is not None:
             a[oj:] = a[oj:][order]
         if r > j:
-            l11, l21 = panel[:tj], panel[tj:]
-            u12 = torch.linalg.solve_triangular(l11, a[oj:oj + tj], upper=False, unitriangular=True)
-            a[oj:oj + tj] = u12
-            a[oj + tj:] -= l21 @ u12
-    return Factors(a, counts, perm, swaps, info, (torch.cat(signs) if signs else torch.zeros(0)) if householder_rows is not None else None)
+            l11, l21 = panel[:kj, :kj], panel[kj:, :kj]
+            u12 = torch.linalg.solve_triangular(l11, a[oj:oj + kj], upper=False, unitriangular=True)
+            a[oj:oj + kj] = u12
+            a[oj + kj:] -= l21 @ u12
+    return Factors(a, counts, perm, swaps, info, (torch.cat(signs) if signs else torch.zeros(0)) if householder_rows is not None else None,
+                   torch.tensor(pivots, dtype=torch.int32))
 
 
 def tri_solve(t: torch.Tensor, counts: layout.Counts, comm, rhs: torch.Tensor, upper: bool, unit: bool = False,

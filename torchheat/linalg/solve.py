@@ -336,3 +336,27 @@ def solve_triangular(func, args, kwargs):
     with distributed():
         bt = b.mT if isinstance(b, DistTensor) else wrap(b.mT, None, a._comm, b.mT.shape)
         return triangular(a.mT, bt, not upper, unit).mT
+
+
+# -- matrix powers -------------------------------------------------------------------------------
+@batch.algorithm("linalg.matrix_power", "matrix_power")
+def matrix_power(func, args, kwargs):
+    """``linalg.matrix_power(A, k)`` of a split square A: repeated squaring with distributed
+    products (of ``A^-1`` for a negative k); the result in A's layout."""
+    a = args[0] if args else kwargs["A" if "A" in kwargs else "input"]
+    k = args[1] if len(args) > 1 else kwargs["n"]
+    if not isinstance(k, int) or a.dim() != 2 or a._gshape[0] != a._gshape[1]:
+        d.raise_global_error(func, args, kwargs)
+    if k == 0:  # the identity; A gets torch's zero gradient
+        from ..ops.creation import eye
+        e = d.to_layout(eye(a._gshape[0], split=a._split, dtype=a.dtype, device=a.device, comm=a._comm), a._split, a._counts)
+        return wrap(tie(e.local, a.local), a._split, a._comm, a._gshape, a._counts)
+    with distributed():
+        base, out, k = (torch.linalg.inv(a) if k < 0 else a), None, abs(k)
+        while k:
+            if k & 1:
+                out = base if out is None else out @ base
+            k >>= 1
+            if k:
+                base = base @ base
+        return d.to_layout(out, a._split, a._counts)

@@ -1,0 +1,92 @@
+"""Randomized low-rank SVD and PCA of split matrices: ``torch.svd_lowrank`` and
+``torch.pca_lowrank``.
+
+Halko, Martinsson and Tropp's range finder, as torch computes it: ``Q = qr(A R).Q`` for a
+Gaussian ``n x q`` R, ``niter`` power iterations (``Q = qr(A^H Q).Q``, ``Q = qr(A Q).Q``), then
+the SVD of the small projection (``Q^H A``, or of ``A Q`` for the transpose) lifted back by
+``Q``. Every step is a distributed product or a distributed QR (TSQR for the tall ``m x q``
+blocks), so memory per rank is its share of A plus ``O((m + n) q)``. R is drawn from
+torchheat's default generator (``th.manual_seed``): the result is the same on any number
+of processes. Gradients flow through the products and the QRs.
+
+Examples
+--------
+>>> import torch, torchheat as th
+>>> a = th.distribute(torch.outer(torch.arange(1., 9., dtype=torch.float64), torch.ones(5, dtype=torch.float64)), split=0)
+>>> u, s, v = torch.svd_lowrank(a, q=2)
+>>> round(float(s.full()[0]), 6) == round(float(torch.linalg.svdvals(a.full())[0]), 6)
+True
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import dispatch as d
+from ..tensor import DistTensor
+from .common import distributed
+
+
+def _basis(a, q: int, niter: int):
+    """An orthonormal ``m x q`` basis of A's approximate range."""
+    from ..ops.random import randn
+    r = randn(a.shape[-1], q, dtype=a.dtype, device=a.device, comm=a._comm)
+    basis = torch.linalg.qr(a @ r).Q
+    for _ in range(niter):
+        basis = torch.linalg.qr(a.mH @ basis).Q
+        basis = torch.linalg.qr(a @ basis).Q
+    return basis
+
+
+def svd_lowrank(a: DistTensor, q: int = 6, niter: int = 2):
+    """``(U, S, V)`` with ``A ~ U diag(S) V^H`` of rank q (torch's ``svd_lowrank``)."""
+    m, n = a._gshape
+    with distributed():
+        if m < n or n > q:  # the range of A^H: the small matrix is A Q (m x q)
+            basis = _basis(a.mH, q, niter)
+            u, s, vh = torch.linalg.svd(a @ basis.conj() if a.is_complex() else a @ basis, full_matrices=False)
+            return u, s, basis @ vh.mH
+        basis = _basis(a, q, niter)
+        u, s, vh = torch.linalg.svd((basis.mH @ a).resplit(None), full_matrices=False)
+        return basis @ u, s, vh.mH
+
+
+def _lowrank_sig(A, q: Optional[int] = 6, niter: int = 2, M=None):
+    return A, q, niter, M
+
+
+def _pca_sig(A, q: Optional[int] = None, center: bool = True, niter: int = 2):
+    return A, q, center, niter
+
+
+def _split_matrix(a) -> bool:
+    return isinstance(a, DistTensor) and a._split is not None and a.dim() == 2
+
+
+@d.implements("svd_lowrank")
+def svd_lowrank_rule(func, args, kwargs):
+    """``torch.svd_lowrank(A, q, niter, M)`` of a split matrix."""
+    a, q, niter, m = _lowrank_sig(*args, **kwargs)
+    if not _split_matrix(a):
+        return d.no_rule(func, args, kwargs)
+    if m is not None:
+        with distributed():
+            a = a - m
+    return svd_lowrank(a, 6 if q is None else q, niter)
+
+
+@d.implements("pca_lowrank")
+def pca_lowrank_rule(func, args, kwargs):
+    """``torch.pca_lowrank(A, q, center, niter)`` of a split matrix."""
+    a, q, center, niter = _pca_sig(*args, **kwargs)
+    if not _split_matrix(a):
+        return d.no_rule(func, args, kwargs)
+    m, n = a._gshape
+    q = min(6, m, n) if q is None else q
+    if not 0 <= q <= min(m, n):
+        d.raise_global_error(func, args, kwargs)
+    with distributed():
+        if center:
+            a = a - a.mean(dim=-2, keepdim=True)
+    return svd_lowrank(a, q, niter)
