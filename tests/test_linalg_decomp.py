@@ -192,6 +192,13 @@ def test_batch_split_gradients(comm):
     check_grads(lambda x: (torch.linalg.inv(x), torch.linalg.det(x)), a, comm, splits=[(0, False), (0, True)])
 
 
+def test_batches_on_fewer_ranks_than_processes_have_gradients_everywhere(comm):
+    # torch's cond/svdvals of an empty batch have no graph: a rank without batches must still
+    # enter the backward of the exchange that moved the matrices (every split; 2 batches)
+    a = torch.randn(2, 3, 3, **F64)
+    check_grads(lambda x: (torch.linalg.cond(x), torch.linalg.svdvals(x), torch.linalg.matrix_norm(x, "nuc")), a, comm)
+
+
 # -- SVD and norms -------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(30, 3), (3, 30)], ids=str)
 def test_svd_of_tall_and_wide(comm, shape):

@@ -111,8 +111,6 @@ EXCLUDED = {
                                                   "covers it without dropout",
     "linalg.eigh": "eigenvectors are compared entry by entry, and torch (LAPACK) fixes no sign for them "
                    "(tests/test_linalg_jacobi.py compares sign-invariant quantities and gradients)",
-    "linalg.cond": "one of its 3-process samples leaves some ranks without an input gradient and others with one "
-                   "(the check's gradient gather hangs; open: tests/test_linalg_jacobi.py covers cond of split matrices)",
     "nn.functional.ctc_loss": "its OpInfo samples are larger than MAX_NUMEL (tests/test_losses.py covers it)",
     **{f"nn.functional.{name}": "in training mode the mask comes from torchheat's random stream (the same for every "
                                 "process count), not from torch's global generator (tests/test_nn_functional.py)"

@@ -93,7 +93,7 @@ def run_batched(func, name: str, args: tuple, kwargs: dict, ref: DistTensor, ref
     k = len(ref._gshape) - ref_core - ref._split  # batch dims from the split axis to the core
     start, count = layout.offsets(ref._counts)[comm.rank], ref._counts[comm.rank]
     cores = {id(t): c for t, c in _cores(name, args, kwargs)}
-    gbatch, lbatch = [], []
+    gbatch, lbatch, differentiable = [], [], []
 
     def local(t):
         if not isinstance(t, torch.Tensor) or id(t) not in cores:
@@ -110,6 +110,8 @@ def run_batched(func, name: str, args: tuple, kwargs: dict, ref: DistTensor, ref
                 t = d.to_layout(t, None, None)
             out = d.replicated_operand(t, comm, axis if full_axis else -1, start, count)
         lbatch.append(tuple(out.shape[:nb]))
+        if out.requires_grad:
+            differentiable.append(out)
         return out
 
     largs, lkwargs = pytree.tree_map(local, (args, kwargs))
@@ -125,6 +127,11 @@ def run_batched(func, name: str, args: tuple, kwargs: dict, ref: DistTensor, ref
     def wrap_one(o):
         if not isinstance(o, torch.Tensor):
             return o
+        if not o.numel() and differentiable and not o.requires_grad and (o.is_floating_point() or o.is_complex()) \
+                and torch.is_grad_enabled():
+            # torch's result for an empty batch has no graph; the operands' exchanges must still
+            # be in this rank's backward (the other ranks wait for them there)
+            o = o + sum(t.sum().real for t in differentiable) * 0
         if o.dim() >= nb and tuple(o.shape[:nb]) == tuple(Bl) and nb - k >= 0:
             return wrap(o, nb - k, comm, torch.Size(tuple(B) + tuple(o.shape[nb:])), ref._counts)
         return wrap(o, None, comm, o.shape)
