@@ -38,7 +38,7 @@ OPS = {
     "x + 1": lambda x, y: x + 1,
     "exp": lambda x, y: x.exp(),
     "sum": lambda x, y: x.sum(),
-    "mean(dim=0)": lambda x, y: x.mean(0),
+    "mean(dim=0)": lambda x, y: x.mean(dim=0),
 }
 
 
@@ -65,12 +65,19 @@ def main():
         "split=None": (th.distribute(t), th.distribute(u)),
         "split=0": (th.distribute(t, split=0), th.distribute(u, split=0)),
     }
-    print(f"Small tensors ({args.small} elements), microseconds per op, best of 7 x 20000 calls")
+    # Rounds interleave every (op, variant) pair, so that bursts of load from elsewhere hit them alike.
+    rounds, number = 40, 2000
+    times = {}
+    for _ in range(rounds):
+        for name, op in OPS.items():
+            for k, (x, y) in variants.items():
+                t = per_call_us(lambda x=x, y=y: op(x, y), number, 1)
+                times[name, k] = min(times.get((name, k), t), t)
+    print(f"Small tensors ({args.small} elements), microseconds per op, best of {rounds} interleaved rounds x {number} calls")
     print(f"{'op':<12}" + "".join(f"{k:>13}" for k in variants) + f"{'added (split=0)':>17}")
-    for name, op in OPS.items():
-        times = {k: per_call_us(lambda x=x, y=y: op(x, y), 20000, 7) for k, (x, y) in variants.items()}
-        row = "".join(f"{times[k]:>13.2f}" for k in variants)
-        print(f"{name:<12}{row}{times['split=0'] - times['torch']:>17.2f}")
+    for name in OPS:
+        row = "".join(f"{times[name, k]:>13.2f}" for k in variants)
+        print(f"{name:<12}{row}{times[name, 'split=0'] - times[name, 'torch']:>17.2f}")
 
     big_t, big_u = torch.randn(args.large), torch.randn(args.large)
     big = {"torch": (big_t, big_u), "split=0": (th.distribute(big_t, split=0), th.distribute(big_u, split=0))}

@@ -76,12 +76,15 @@ def worker(args):
     ones = th.ones(args.n, split=0)
     draws = {name: (lambda: F.dropout(ones, 0.5)) if make is None else (lambda make=make: make(th, args.n))
              for name, (_, make) in OPS.items()}
-    result = {}
+    share = args.n // comm.size  # plain torch drawing a rank's share on every rank at once: the machine's own ceiling
+    result, plain = {}, {}
     for name, draw in draws.items():
         wall, cpu = timed(draw, args.repeats, comm.barrier)
         result[name] = (wall, max(comm.allgather_obj(cpu)))
+        wall, cpu = timed(lambda f=OPS[name][0]: f(share), args.repeats, comm.barrier)
+        plain[name] = (wall, max(comm.allgather_obj(cpu)))
     if comm.rank == 0:
-        print(MARKER + json.dumps({"procs": comm.size, "ms": result}), flush=True)
+        print(MARKER + json.dumps({"procs": comm.size, "ms": result, "plain": plain}), flush=True)
 
 
 def main():
@@ -92,23 +95,29 @@ def main():
     rounds = []
     for _ in range(args.rounds):
         times = {"torch": {name: timed(lambda f=plain: f(args.n), args.repeats) for name, (plain, _) in OPS.items()}}
-        times.update({p: scaling.launch(args, p, __file__, MARKER) for p in args.procs})
+        for p in args.procs:
+            got = scaling.launch(args, p, __file__, MARKER, field=None)
+            times[p], times[f"torch x{p}"] = got["ms"], got["plain"]
         rounds.append(times)
     columns = ["torch"] + args.procs
-    best = {(c, k): {name: min(r[c][name][k] for r in rounds) for name in OPS} for c in columns for k in (0, 1)}
+    others = [p for p in args.procs if p > 1]
+    best = {(c, k): {name: min(r[c][name][k] for r in rounds) for name in OPS}
+            for c in columns + [f"torch x{p}" for p in others] for k in (0, 1)}
     print(f"n = {args.n:.0e} elements, 1 thread per process, best of {args.rounds} rounds x {args.repeats} runs (ms); "
           "cpu = CPU time of the busiest rank")
     header = f"{'draw':<30}" + "".join(f"{f'{kind} {c}':>11}" for kind in ("wall", "cpu") for c in columns)
-    others = [p for p in args.procs if p > 1]
     one = args.procs[0]
-    header += f"{'vs torch':>10}" + "".join(f"{f'eff p={p}':>10}{f'(wall)':>8}" for p in others)
+    header += f"{'vs torch':>10}" + "".join(f"{f'eff p={p}':>10}{f'(wall)':>8}{'torch':>7}" for p in others)
     print(header)
     for name in OPS:
         row = f"{name:<30}" + "".join(f"{best[c, k][name]:>11.1f}" for k in (0, 1) for c in columns)
         row += f"{best['torch', 1][name] / best[one, 1][name]:>10.2f}"
         row += "".join(f"{best[one, 1][name] * one / (best[p, 1][name] * p):>10.2f}"
-                       f"{best[one, 0][name] * one / (best[p, 0][name] * p):>8.2f}" for p in others)
+                       f"{best[one, 0][name] * one / (best[p, 0][name] * p):>8.2f}"
+                       f"{best['torch', 1][name] / (best[f'torch x{p}', 1][name] * p):>7.2f}" for p in others)
         print(row)
+    print("torch: plain torch drawing a 1/p share in each of p processes at once (CPU time), the efficiency this "
+          "machine itself allows")
     return 0
 
 

@@ -79,6 +79,29 @@ def test_sort_large_and_skewed():
         assert_dist_close(torch.sort(x, stable=True), torch.sort(b, stable=True))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64])
+def test_sort_keys_order_like_torch(dtype):
+    # The int32 radix keys: both signs of NaN and zero, infinities, subnormals, extremes of
+    # the integer range (int64 both narrow, through a key, and wide, without one).
+    if dtype.is_floating_point:
+        tiny = torch.finfo(dtype).smallest_normal / 4
+        special = torch.tensor([math.nan, -math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, tiny, -tiny])
+        t = torch.cat([special, torch.randn(90) * 3, special]).to(dtype)
+    else:
+        info = torch.iinfo(dtype)
+        t = torch.cat([torch.tensor([info.min, info.max, 0, -1]), torch.randint(-5, 5, (96,))]).to(dtype)
+    cases = [t] + ([torch.randint(-2 ** 40, 2 ** 40, (100,)), torch.randint(10 ** 12, 10 ** 12 + 50, (100,))]
+                   if dtype == torch.int64 else [])
+    for t in cases:
+        for descending in (False, True):
+            values, indices = torch.sort(t, descending=descending, stable=True)
+            for x in split_along(t, 0):
+                got = torch.sort(x, descending=descending, stable=True)
+                assert torch.equal(got.indices.full(), indices)
+                bits = {4: torch.int32, 2: torch.int16, 8: torch.int64}[t.element_size()]  # NaN and -0.0 bit for bit
+                assert torch.equal(got.values.full().view(bits), values.view(bits))
+
+
 def test_sort_moves_no_whole_input():
     t = torch.randn(3000, dtype=torch.float64)
     x = th.distribute(t, 0)

@@ -218,6 +218,16 @@ def wrap(local: torch.Tensor, split: Optional[int], comm: Communicator, gshape: 
     return out
 
 
+def adopt(fresh: torch.Tensor, split: Optional[int], comm: Communicator, gshape: Sequence[int], counts=None) -> DistTensor:
+    """:func:`wrap` for a plain tensor that a torch call just returned and nothing else holds:
+    it becomes the DistTensor itself (its class is switched, ten times cheaper than making a
+    subclass view), keeping its autograd history. Only for fresh results, never for a
+    tensor a caller passed in."""
+    fresh.__class__ = DistTensor
+    fresh._split, fresh._comm, fresh._gshape, fresh._counts = split, comm, gshape, counts
+    return fresh
+
+
 def make_leaf(local: torch.Tensor, split, comm, gshape, counts=None, requires_grad: bool = False) -> DistTensor:
     """Like :func:`wrap` but the result is a fresh leaf (no history)."""
     out = torch.Tensor._make_subclass(DistTensor, local.detach(), requires_grad)

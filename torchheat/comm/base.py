@@ -23,6 +23,7 @@ from .. import debug, layout
 from .timeout import Request, blocking
 
 OPS = ("sum", "prod", "max", "min", "land", "lor")
+_NATIVE_SUM = (torch.float32, torch.float64, torch.int64, torch.int32, torch.complex64, torch.complex128)
 _LOGICAL = {"land": "min", "lor": "max", "sum": "max", "prod": "min", "max": "max", "min": "min"}
 
 
@@ -234,6 +235,25 @@ class Communicator(abc.ABC):
             else:
                 self._allreduce(work, op)
         return work.to(dtype) if work.dtype != dtype else work
+
+    @blocking("allreduce")
+    def allreduce_(self, t: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        """:meth:`allreduce` in place on ``t``, a tensor the caller owns (no autograd); returns ``t``.
+
+        A contiguous sum of a dtype every backend reduces natively goes to the backend as it
+        is, with no copy: the path of a scalar reduction's one collective. Anything else
+        takes :meth:`allreduce` and is copied back.
+
+        >>> import torch, torchheat as th
+        >>> th.get_comm().allreduce_(torch.ones(())).item() == th.get_comm().size
+        True
+        """
+        if op == "sum" and t.dtype in _NATIVE_SUM and t.is_contiguous() and not t.requires_grad:
+            debug.record("allreduce", nbytes(t), self.size)
+            if self.size > 1:
+                self._allreduce(t, op)
+            return t
+        return t.copy_(self.allreduce(t, op))
 
     def _allreduce_ordered(self, work: torch.Tensor, op: str) -> None:
         """Max/min over ranks in place on a contiguous float32/float64 tensor, NaN if any rank has

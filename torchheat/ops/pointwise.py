@@ -26,7 +26,7 @@ import torch
 from torch._C import DisableTorchFunctionSubclass
 
 from .. import dispatch as d
-from ..tensor import DistTensor, wrap
+from ..tensor import DistTensor, adopt, wrap
 
 # Pointwise functions torch does not tag: composite aliases and decompositions (their aten
 # names carry no tags) and the complex views.
@@ -95,8 +95,8 @@ def elementwise(func, args, kwargs):
                     if plain:
                         split, gshape = _broadcast_layout(ref, out)
                         return d.wrap_result(out, split, ref._comm, gshape, ref._counts)
-                    if type(out) is torch.Tensor:
-                        return wrap(out, ref._split, ref._comm, ref._gshape, ref._counts)
+                    if type(out) is torch.Tensor and all(out is not a for a in (*args, *kwargs.values())):  # fresh
+                        return adopt(out, ref._split, ref._comm, ref._gshape, ref._counts)
                     return d.wrap_result(out, ref._split, ref._comm, ref._gshape, ref._counts)
             except Exception:
                 pass

@@ -39,7 +39,7 @@ from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
 from ..comm import functional as cf
-from ..tensor import DistTensor, wrap
+from ..tensor import DistTensor, adopt, wrap
 from .pointwise import elementwise, write_out
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -47,6 +47,7 @@ _REAL = {torch.complex32: torch.float16, torch.complex64: torch.float32, torch.c
 _NUMPY_NAMES = {"axis": "dim", "keepdims": "keepdim"}
 _NO_INDEX = torch.iinfo(torch.int64).max  # the global index of a candidate an empty chunk does not have
 _BLOCK = 1 << 17  # elements per block of blocked_moments: small enough to stay in cache
+_SCALAR = torch.Size([])
 
 
 # -- calls, layouts and errors ----------------------------------------------------------------
@@ -156,8 +157,8 @@ def local_reduction(func, args, kwargs, x: DistTensor, dims, keepdim):
     local = func(*args, **kwargs) if out is None else func(*args, **{k: v for k, v in kwargs.items() if k != "out"})
     split, gshape = _reduced_layout(x._gshape, x._split, dims, keepdim)
     counts = None if split is None else x._counts
-    if type(local) is torch.Tensor:  # the common case, without wrap_result's checks
-        result = wrap(local, split, x._comm, gshape, counts)
+    if type(local) is torch.Tensor and all(local is not a for a in args):  # the common case: a fresh result
+        result = adopt(local, split, x._comm, gshape, counts)
     else:
         result = d.wrap_result(local, split, x._comm, gshape, counts)
     return result if out is None else write_out(out, result, func, (args, kwargs))
@@ -171,6 +172,28 @@ def finish(result, x: DistTensor, dims, keepdim, func, args, kwargs):
     result = d.wrap_result(result, None, x._comm, layout.reduced_shape(x._gshape, dims, keepdim), None)
     out = kwargs.get("out")
     return result if out is None else write_out(out, result, func, (args, kwargs))
+
+
+def combine(part: torch.Tensor, comm) -> torch.Tensor:
+    """The sum over ranks of ``part``, a partial result this handler just computed: reduced
+    in place (no copy) unless a gradient needs the differentiable collective."""
+    return cf.all_reduce(part, comm) if needs_grad(part) else comm.allreduce_(part)
+
+
+def full_reduction(x: DistTensor, dims, keepdim: bool, kwargs) -> bool:
+    """Whether the call reduces every axis to a 0-d result with no ``out=``: then the partial
+    result is 0-d on every rank and needs no squeeze (the scalar fast path)."""
+    return not keepdim and len(dims) == len(x._gshape) and kwargs.get("out") is None
+
+
+def scalar(total: torch.Tensor, x: DistTensor) -> DistTensor:
+    """The replicated 0-d DistTensor of ``total``, a result this handler just computed."""
+    return adopt(total, None, x._comm, _SCALAR)
+
+
+def cast(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t.to(dtype)``, skipped when it is one already (``to`` costs microseconds even then)."""
+    return t if t.dtype == dtype else t.to(dtype)
 
 
 def gather_parts(parts, comm) -> list:
@@ -234,8 +257,13 @@ def sum_(func, args, kwargs):
     if nan and x.dtype.is_complex:
         torch_error(func, x, args, kwargs)
     dtype = dtype or sum_dtype(x.dtype)
-    part = (torch.nansum if nan else torch.sum)(x, dims, keepdim=True, dtype=acc_dtype(dtype))
-    return finish(cf.all_reduce(part, x._comm).to(dtype), x, dims, keepdim, func, args, kwargs)
+    reduce = torch.nansum if nan else torch.sum
+    if full_reduction(x, dims, keepdim, kwargs):  # (a dtype= keyword costs microseconds: only when it changes it)
+        acc = acc_dtype(dtype)
+        part = reduce(x) if acc == sum_dtype(x.dtype) else reduce(x, dtype=acc)
+        return scalar(cast(combine(part, x._comm), dtype), x)
+    part = reduce(x, dims, keepdim=True, dtype=acc_dtype(dtype))
+    return finish(cast(combine(part, x._comm), dtype), x, dims, keepdim, func, args, kwargs)
 
 
 def mean(func, args, kwargs):
@@ -254,9 +282,11 @@ def mean(func, args, kwargs):
         numbers = (~x.isnan()).sum(dims, keepdim=True, dtype=acc)
         part = torch.stack([torch.nansum(x, dims, keepdim=True, dtype=acc), numbers])
         total, n = cf.all_reduce(part, x._comm).unbind(0)
+    elif full_reduction(x, dims, keepdim, kwargs):
+        return scalar(cast(combine(torch.sum(x, dtype=acc), x._comm) / _numel(x._gshape, dims), dtype), x)
     else:
-        total, n = cf.all_reduce(torch.sum(x, dims, keepdim=True, dtype=acc), x._comm), _numel(x._gshape, dims)
-    return finish((total / n).to(dtype), x, dims, keepdim, func, args, kwargs)
+        total, n = combine(torch.sum(x, dims, keepdim=True, dtype=acc), x._comm), _numel(x._gshape, dims)
+    return finish(cast(total / n, dtype), x, dims, keepdim, func, args, kwargs)
 
 
 def count_nonzero(func, args, kwargs):
@@ -297,7 +327,7 @@ def prod(func, args, kwargs):
         total = gather_parts([part], x._comm)[0].prod(0)
     else:
         total = x._comm.allreduce(part, "prod")
-    return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
+    return finish(cast(total, dtype), x, dims, keepdim, func, args, kwargs)
 
 
 def _var_sig(input, dim=None, unbiased=None, keepdim=False, *, correction=None, out=None):
@@ -492,7 +522,7 @@ def logsumexp(func, args, kwargs):
     dtype = x.dtype if real_or_complex(x.dtype) else torch.get_default_dtype()
     part = torch.logsumexp(x.to(acc_dtype(dtype)), dims, keepdim=True)  # -inf for an empty chunk
     total = torch.logsumexp(gather_parts([part], x._comm)[0], 0)
-    return finish(total.to(dtype), x, dims, keepdim, func, args, kwargs)
+    return finish(cast(total, dtype), x, dims, keepdim, func, args, kwargs)
 
 
 # -- selections: extremes and their indices ------------------------------------------------

@@ -5,10 +5,12 @@ Along an axis that is not split every op is local. Along the split axis:
 * ``sort, argsort, msort``: a sample sort. Strided samples of every chunk (a few per rank,
   one allgather) give ``p - 1`` splitters; every rank sends each element to the rank its
   splitters name, in chunk order (one all-to-all of values and int64 global indices), sorts
-  what it received once (a stable sort: the runs arrive in global-index order) and the result
-  is rebalanced (one more all-to-all). Every element is sorted once, and the full-size buffers
-  (the send order, the sent and received elements) are freed as soon as they are used, so a
-  rank's peak memory is a few times its share. Elements are ordered by (value, global
+  what it received once (a stable sort: the runs arrive in global-index order; dtypes of at
+  most 32 bits, and int64 of a narrow range, through an order-preserving int32 key, which
+  torch sorts by radix sort) and the result is rebalanced (one more all-to-all). Every
+  element is sorted once, and the full-size buffers (the send order, the sent and received
+  elements) are freed as soon as they are used, so a rank's peak memory is a few times its
+  share. Elements are ordered by (value, global
   index) throughout, so splitters cut between equal keys, the partition stays balanced for
   any number of duplicates, and the order of equal keys is the stable one (the one torch
   gives with ``stable=True``; also a valid unstable order). NaN goes last ascending, first
@@ -64,6 +66,34 @@ def _before(v: torch.Tensor, s: torch.Tensor, descending: bool) -> torch.Tensor:
     return out
 
 
+_KEY_BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+_SMALL_INTS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32)
+
+
+def _order_key(v: torch.Tensor, descending: bool):
+    """An int32 key of the 1-D ``v`` whose ascending order is torch's sort order of ``v`` (NaN
+    last ascending and first descending, ``-0.0`` tying ``0.0``), or None where there is none
+    (64-bit floats; int64 values spanning 2**31 or more). torch sorts 1-D int32 keys by radix
+    sort, several times faster than it compares floats or sorts int64; a stable sort of the
+    keys is a stable sort of ``v``."""
+    if v.dtype in _KEY_BITS:
+        bits_type = _KEY_BITS[v.dtype]
+        top = torch.iinfo(bits_type).max
+        bits = (v + 0).view(bits_type)  # + 0 turns -0.0 into 0.0
+        key = bits ^ ((bits >> (bits.element_size() * 8 - 1)) & top)  # negative floats: reverse the magnitude
+        key = key.masked_fill_(v.isnan(), top).to(torch.int32)
+    elif v.dtype in _SMALL_INTS:
+        key = v.to(torch.int32)
+    elif v.dtype == torch.int64 and v.numel():
+        lo, hi = (int(t) for t in torch.aminmax(v))
+        if hi - lo >= 2 ** 31:
+            return None
+        key = (v - lo).to(torch.int32)
+    else:
+        return None
+    return ~key if descending else key
+
+
 def _tie(v: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """Where ``v`` ties ``s`` (NaN ties NaN)."""
     eq = v == s
@@ -99,7 +129,7 @@ def _route_to(parts, dest, comm):
     """Send row e of each of ``parts`` to rank ``dest[e]`` (rows of one source keep their order)."""
     order = torch.sort(dest, stable=True).indices
     counts = torch.bincount(dest, minlength=comm.size).tolist()
-    return _route([t[order] for t in parts], counts, comm)[0]
+    return _route([t.index_select(0, order) for t in parts], counts, comm)[0]
 
 
 # -- the sample sort -------------------------------------------------------------------------------
@@ -174,7 +204,7 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     index = torch.int32 if total * width < 2 ** 31 else torch.int64  # (int32 halves the index buffers)
     order = _send_order(dest, p, index)
     del dest
-    sent = values[order]
+    sent = values.index_select(0, order)  # (index_select: a plain gather, several times faster than [])
     if width == 1:  # the global rows, in the order buffer itself when no gradient needs it
         keys = (order + start if values.requires_grad else order.add_(start)).unsqueeze(1)
     else:
@@ -184,11 +214,17 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     del sent
 
     # One stable sort of the received elements (by value; then by column).
-    values, order = torch.sort(values, stable=True, descending=descending)
+    key = _order_key(values.detach(), descending) if width == 1 else None
+    if key is not None:
+        order = torch.sort(key, stable=True).indices
+        del key
+        values = values.index_select(0, order)
+    else:
+        values, order = torch.sort(values, stable=True, descending=descending)
     if width > 1:
-        by_col = torch.sort(keys[order, 1], stable=True).indices
-        values, order = values[by_col], order[by_col]
-    rows = keys[order, 0]
+        by_col = torch.sort(keys[:, 1].index_select(0, order), stable=True).indices
+        values, order = values.index_select(0, by_col), order.index_select(0, by_col)
+    rows = keys[:, 0].index_select(0, order)
     del keys, order
 
     # Rebalance: position q of the sorted sequence is row q % N of column q // N.
@@ -206,7 +242,7 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     values, keys = _route_to([values, torch.stack([rows, place], 1)], dest, comm)
     order = torch.argsort(keys[:, 1])
     shape = (target[rank], width)
-    return values[order].reshape(shape), keys[order, 0].reshape(shape)
+    return values.index_select(0, order).reshape(shape), keys[:, 0].index_select(0, order).reshape(shape)
 
 
 def dist_sort(x: DistTensor, dim: int, descending: bool):
