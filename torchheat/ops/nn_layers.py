@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from .. import dispatch as d
-from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
 from .batch import Batched, arg, local_call
 from .random import draw
+from .shape import call
 
 
 def leading(mixed, *others, first=(0, "input")):
@@ -142,7 +142,8 @@ def fractional_max_pool(func, args, kwargs):
 def multi_head_attention(func, args, kwargs):
     """``multi_head_attention_forward``: query, key and value are ``(L, N, E)`` (batch axis 1);
     the key padding mask ``(N, S)`` and 3-D attention masks and static keys/values
-    (``N * heads`` rows) are sliced alike; the weights ``(N, ...)`` are split along 0."""
+    (``N * heads`` rows) are sliced alike; the weights ``(N, ...)`` are split along 0. Dropout
+    in training drops the attention weights with a mask from torchheat's stream."""
     q = arg(args, kwargs, 0, "query")
     if not isinstance(q, DistTensor) or q._split != 1 or len(q._gshape) != 3:
         return d.no_rule(func, args, kwargs)
@@ -152,18 +153,8 @@ def multi_head_attention(func, args, kwargs):
         t = arg(args, kwargs, pos, name)
         if isinstance(t, torch.Tensor) and t.dim() == 3:
             batched.append(Batched(pos, name, 0, heads))
-    refuse_dropout(func, arg(args, kwargs, 10, "dropout_p") if arg(args, kwargs, 13, "training", True) else 0)
-    return local_call(func, args, kwargs, batched, (1, 0))
-
-
-def refuse_dropout(func, p) -> None:
-    """Dropout inside a C++ or dispatching op would draw from torch's generator on each rank's
-    samples (results that depend on the number of processes): refuse it."""
-    if p:
-        raise NotDistributedError(
-            f"{d.func_name(func)} with dropout {p} in training draws from torch's generator on each rank's samples, "
-            "so its result would depend on the number of processes; use dropout 0 (nn.Dropout layers around it "
-            "draw from torchheat's stream), eval mode, or resplit the input to None")
+    dropout = arg(args, kwargs, 10, "dropout_p") and arg(args, kwargs, 13, "training", True)
+    return local_call(func, args, kwargs, batched, (1, 0), random=0 if dropout else None)
 
 
 def attention(func, args, kwargs):
@@ -233,8 +224,9 @@ d.register([F.fractional_max_pool2d, F.fractional_max_pool3d, F.fractional_max_p
 def recurrent(func, args, kwargs):
     """``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``, ``torch.rnn_relu`` (what ``nn.LSTM``,
     ``nn.GRU`` and ``nn.RNN`` call): local on the batch axis (0 with ``batch_first``, else 1),
-    the initial states ``(layers, N, H)`` sliced alike, the weights replicated. Packed
-    sequences have no rule."""
+    the initial states ``(layers, N, H)`` sliced alike, the weights replicated. Dropout between
+    layers in training runs the layers one by one with torchheat's dropout between them.
+    Packed sequences have no rule."""
     x = args[0] if args else None
     packed = len(args) < 9 or isinstance(args[2], torch.Tensor)
     if packed or not isinstance(x, DistTensor) or len(x._gshape) != 3:
@@ -242,8 +234,27 @@ def recurrent(func, args, kwargs):
     axis = 0 if args[8] else 1
     if x._split != axis:
         return d.no_rule(func, args, kwargs)
-    refuse_dropout(func, args[5] if args[6] and args[4] > 1 else 0)
+    if args[5] and args[6] and args[4] > 1:
+        return layer_by_layer(func, *args)
     return local_call(func, args, kwargs, [Batched(0, "input", axis), Batched(1, "hx", 1)], (axis, 1, 1))
+
+
+def layer_by_layer(func, x, hx, params, has_biases, layers, p, train, bidirectional, batch_first):
+    """A multi-layer recurrent call as one call per layer, torch's dropout semantics between
+    them (on the outputs of every layer but the last), the masks from torchheat's stream."""
+    directions = 2 if bidirectional else 1
+    per_layer = len(params) // layers
+    states = []
+    for k in range(layers):
+        rows = slice(k * directions, (k + 1) * directions)
+        h = tuple(call(torch.Tensor.__getitem__, t, rows) for t in hx) if isinstance(hx, (tuple, list)) \
+            else call(torch.Tensor.__getitem__, hx, rows)
+        x, *state = recurrent(func, (x, h, params[k * per_layer:(k + 1) * per_layer], has_biases, 1, 0.0, train,
+                                     bidirectional, batch_first), {})
+        states.append(state)
+        if k < layers - 1:
+            x = call(torch.dropout, x, p, train)
+    return (x, *(call(torch.cat, s) for s in zip(*states)))
 
 
 d.register([torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu], recurrent)
