@@ -31,8 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from .. import dispatch as d
+from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
-from .batch import Batched, arg, local_call
+from .batch import Batched, arg, local_call, put
 from .random import draw
 from .shape import call
 
@@ -106,6 +107,71 @@ def one_hot(func, args, kwargs):
         top = local.max() if local.numel() else local.new_tensor(-1)
         classes = int(comm.allreduce(top.reshape(1), "max").item()) + 1 if comm.size > 1 else int(top) + 1
     return local_call(func, (x, classes), {}, [Batched(0, "input", x._split)], x._split)  # (a bad class: agreed)
+
+
+def embedding(func, args, kwargs):
+    """``embedding``/``embedding_bag``: local on the indices' samples. ``max_norm`` renormalises,
+    on every rank alike, the weight rows that the indices of any rank touch, and
+    ``scale_grad_by_freq`` divides each row's gradient by its count in the global batch: both
+    from the global counts of the rows (one allreduce of ``num_embeddings`` integers)."""
+    plan = RULES[func.__name__](args, kwargs)
+    max_norm, by_freq = arg(args, kwargs, 3, "max_norm"), arg(args, kwargs, 5, "scale_grad_by_freq", False)
+    if plan is None:
+        return d.no_rule(func, args, kwargs)
+    if max_norm is None and not by_freq:
+        return local_call(func, args, kwargs, *plan)
+    x, weight = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
+    if isinstance(weight, DistTensor) and weight._split is not None:
+        raise NotDistributedError(f"{d.func_name(func)} with max_norm or scale_grad_by_freq on a weight split along "
+                                  f"{weight._split}; resplit the weight to None")
+    comm, local, table = x._comm, x.local, weight.local if isinstance(weight, DistTensor) else weight
+    rows = table.shape[0]
+    valid = not local.numel() or (local.dtype in (torch.int32, torch.int64) and 0 <= local.min() and local.max() < rows)
+    counts = torch.bincount(local.flatten(), minlength=rows) if valid else torch.zeros(rows, dtype=torch.int64)
+    local_counts, counts = counts, torch.cat([counts, counts.new_tensor([not valid])])
+    if comm.size > 1:
+        counts = comm.allreduce(counts, "sum")
+    if counts[-1]:  # a bad index on some rank: torch's error for this rank's call, on every rank
+        error = None if valid else torch_error_of(func, args, kwargs, local, table)
+        d.agree(comm, error)
+    if max_norm is not None:
+        with torch.no_grad():  # (as torch: in place, outside autograd)
+            torch.embedding_renorm_(table, counts[:-1].nonzero().flatten(), max_norm, arg(args, kwargs, 4, "norm_type", 2.0))
+    args, kwargs = list(args), dict(kwargs)
+    put(args, kwargs, 3, "max_norm", None)
+    if not by_freq:
+        return local_call(func, tuple(args), kwargs, *plan)
+    scale = local_counts / counts[:-1].clamp(min=1)
+
+    def local_func(input, weight, *a, **k):  # (torch divides by the local counts)
+        return func(input, _ScaleRowGrads.apply(weight, scale.to(weight.dtype)), *a, **k)
+    return local_call(func, tuple(args), kwargs, *plan, local_func=local_func)
+
+
+def torch_error_of(func, args, kwargs, local: torch.Tensor, table: torch.Tensor) -> Exception:
+    """torch's exception for ``func`` on this rank's indices (on a copy of the weight)."""
+    args, kwargs = list(args), dict(kwargs)
+    put(args, kwargs, 0, "input", local)
+    put(args, kwargs, 1, "weight", table.detach().clone())
+    try:
+        d.run_local(func, tuple(args), kwargs)
+    except Exception as e:
+        return e
+    return IndexError("index out of range in self")
+
+
+class _ScaleRowGrads(torch.autograd.Function):
+    """Identity whose backward multiplies row ``i`` of the gradient by ``scale[i]``."""
+
+    @staticmethod
+    def forward(ctx, weight, scale):
+        ctx.save_for_backward(scale)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale.view(-1, *(1,) * (grad.dim() - 1)), None
 
 
 def affine_grid(func, args, kwargs):
@@ -214,6 +280,7 @@ for _name, _rule in RULES.items():
 d.register(_funcs("linear"), linear)
 d.register([F.normalize], normalize)
 d.register([F.one_hot], one_hot)
+d.register([F.embedding, F.embedding_bag], embedding)
 d.register([F.affine_grid], affine_grid)
 d.register([F.multi_head_attention_forward], multi_head_attention)
 d.register([F.scaled_dot_product_attention], attention)
