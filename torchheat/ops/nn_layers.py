@@ -10,10 +10,12 @@ which other arguments carry the same axis; :func:`torchheat.ops.batch.local_call
 or moves those to the input's layout, enters the parameters as replicated operands (their
 gradients are summed over ranks in backward) and computes with plain torch. No
 communication in forward, except ``one_hot`` with an inferred class count (one allreduce
-of the maximum) and ``linear`` on input split along its feature axis (the matmul rule of
-:mod:`torchheat.ops.linalg`). Random draws (fractional pooling's samples, dropout of attention
-weights) come from torchheat's random stream, so results do not depend on the number of
-processes.
+of the maximum), ``embedding`` with ``max_norm`` or ``scale_grad_by_freq`` (one allreduce of
+the rows' counts) and ``linear`` on input split along its feature axis (the matmul rule of
+:mod:`torchheat.ops.linalg`). Recurrent layers (``torch.lstm``, ``gru``, ``rnn_tanh``,
+``rnn_relu``) are local on their batch axis. Random draws (fractional pooling's samples,
+dropout of attention weights, dropout between recurrent layers) come from torchheat's random
+stream, so results do not depend on the number of processes.
 
 Examples
 --------
@@ -115,9 +117,9 @@ def embedding(func, args, kwargs):
     ``scale_grad_by_freq`` divides each row's gradient by its count in the global batch: both
     from the global counts of the rows (one allreduce of ``num_embeddings`` integers)."""
     plan = RULES[func.__name__](args, kwargs)
-    max_norm, by_freq = arg(args, kwargs, 3, "max_norm"), arg(args, kwargs, 5, "scale_grad_by_freq", False)
     if plan is None:
         return d.no_rule(func, args, kwargs)
+    max_norm, by_freq = arg(args, kwargs, 3, "max_norm"), arg(args, kwargs, 5, "scale_grad_by_freq", False)
     if max_norm is None and not by_freq:
         return local_call(func, args, kwargs, *plan)
     x, weight = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
@@ -141,10 +143,9 @@ def embedding(func, args, kwargs):
     put(args, kwargs, 3, "max_norm", None)
     if not by_freq:
         return local_call(func, tuple(args), kwargs, *plan)
-    scale = local_counts / counts[:-1].clamp(min=1)
-
     def local_func(input, weight, *a, **k):  # (torch divides by the local counts)
-        return func(input, _ScaleRowGrads.apply(weight, scale.to(weight.dtype)), *a, **k)
+        scale = local_counts.to(weight.dtype) / counts[:-1].clamp(min=1).to(weight.dtype)
+        return func(input, _ScaleRowGrads.apply(weight, scale), *a, **k)
     return local_call(func, tuple(args), kwargs, *plan, local_func=local_func)
 
 
