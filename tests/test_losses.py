@@ -159,3 +159,30 @@ def test_bad_class_index_raises_everywhere(comm):
         F.cross_entropy(th.distribute(data["x"], 0), labels)
     with pytest.raises(ValueError, match="is not a valid value for reduction"):
         F.mse_loss(th.distribute(data["x"], 0), data["y"], reduction="bogus")
+
+
+
+def _bad_values():
+    """Calls with a bad value on the last rank only, in an argument other than a class index:
+    (loss, its tensors, the axis each is split along)."""
+    x, var = torch.randn(5, 4, dtype=D), torch.ones(5, dtype=D)
+    var[-1] = -1
+    labels = torch.tensor([[0, 1, -1, 0]] * 4 + [[1, 7, -1, 0]])
+    pixels = torch.zeros(2, 5, dtype=torch.long)
+    pixels[-1, -1] = 9
+    return {
+        "gaussian_nll_loss, negative var": (lambda x, v: F.gaussian_nll_loss(x[:, 0], x[:, 1], v), (x, var), (0, 0)),
+        "multilabel_margin_loss, label out of range": (F.multilabel_margin_loss, (x, labels), (0, 0)),
+        "cross_entropy, split along a spatial axis": (F.cross_entropy, (torch.randn(2, 4, 5, dtype=D), pixels), (2, 1)),
+    }
+
+
+@pytest.mark.parametrize("name", list(_bad_values()))
+def test_a_bad_value_on_one_rank_raises_torchs_error_on_every_rank(name, comm):
+    fn, tensors, axes = _bad_values()[name]
+    try:
+        fn(*tensors)
+    except Exception as e:
+        kind, message = type(e), str(e).splitlines()[0]
+    with pytest.raises(kind, match=re.escape(message)):
+        fn(*(th.distribute(t, a) for t, a in zip(tensors, axes)))

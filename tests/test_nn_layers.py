@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils import _pytree as pytree
 
 import torchheat as th
 from torchheat.testing import assert_dist_close, skewed_counts
@@ -149,6 +150,9 @@ BAD_VALUES = {
     "embedding_bag": lambda i: F.embedding_bag(i, torch.randn(6, 2)),
     "one_hot": lambda i: F.one_hot(i, 6),
     "one_hot, negative": lambda i: F.one_hot(torch.where(i == 9, -1, i)),
+    "embedding, max_norm": lambda i: F.embedding(i, torch.ones(6, 2), max_norm=1.0),
+    "embedding_bag, scale_grad_by_freq": lambda i: F.embedding_bag(i, torch.ones(6, 2), scale_grad_by_freq=True),
+    "max_unpool1d": lambda i: F.max_unpool1d(i.unsqueeze(1).double(), i.unsqueeze(1), 2),  # (output size 6)
 }
 
 
@@ -178,6 +182,26 @@ def test_embedding_bag(mode):
         got.square().sum().backward()
         expected.square().sum().backward()
         torch.testing.assert_close(ww.grad, wr.grad)
+
+
+@pytest.mark.parametrize("bag", [False, True])
+@pytest.mark.parametrize("kwargs", [{"max_norm": 1.0}, {"max_norm": 1.5, "norm_type": 1.0}, {"scale_grad_by_freq": True},
+                                    {"max_norm": 2.0, "scale_grad_by_freq": True, "padding_idx": 3}])
+def test_embedding_renorm_and_frequencies_are_global(kwargs, bag, comm):
+    """max_norm renormalises the rows the whole batch touches, on every rank (the weight stays
+    replicated); scale_grad_by_freq divides by the counts in the whole batch."""
+    idx = torch.tensor([[0, 1, 1], [2, 1, 3], [3, 3, 1], [0, 0, 0], [1, 4, 1]])
+    fn, w = F.embedding_bag if bag else F.embedding, _r(6, 3) * 2
+    for counts in (None, skewed_counts(5, comm.size)):
+        ref, mine = w.clone().requires_grad_(), w.clone().requires_grad_()
+        expected = fn(idx, ref, **kwargs)
+        got = fn(th.distribute(idx, 0, counts=counts), mine, **kwargs)
+        assert_dist_close(got, expected, split=0)
+        torch.testing.assert_close(mine.detach(), ref.detach())
+        g = _r(*expected.shape)
+        expected.backward(g)
+        got.backward(th.distribute(g, 0, counts=counts))
+        torch.testing.assert_close(mine.grad, ref.grad)
 
 
 def test_fractional_max_pool_is_process_count_independent():
@@ -214,14 +238,93 @@ def test_dropout_inside_attention_is_process_count_independent(name, comm):
     assert not torch.allclose(outs[0][0], run(th.distribute(t, 0)).full())  # the next draw differs
 
 
-def test_dropout_inside_multi_head_attention_and_rnns_is_refused_in_training():
-    mha, lstm = nn.MultiheadAttention(4, 2, dropout=0.5).double(), nn.LSTM(4, 3, num_layers=2, dropout=0.5).double()
-    x = th.distribute(_r(3, 5, 4), 1)
-    for m in (mha, lstm):
-        with pytest.raises(th.NotDistributedError, match="depend on the number of processes"):
-            m(x, x, x) if m is mha else m(x)
-        m.eval()
-        m(x, x, x) if m is mha else m(x)  # (no dropout in eval mode)
+def _outputs_and_grads(run, t, axis, counts, params):
+    """``run``'s outputs (gathered) and the gradients of its input and ``params``, for ``t``
+    split along ``axis`` with ``counts``, after seeding the stream alike."""
+    th.manual_seed(3)
+    for p in params:
+        p.grad = None
+    x = th.distribute(t, axis, counts=counts).requires_grad_()
+    outs = [o for o in run(x) if o is not None]
+    sum(o.sum() for o in outs).backward()
+    return [o.full() for o in outs] + [x.grad.full()] + [p.grad.clone() for p in params]
+
+
+RANDOM_LAYERS = {
+    "LSTM, proj": (lambda: nn.LSTM(4, 5, num_layers=3, proj_size=2, dropout=0.5), 1),
+    "GRU, bidirectional, batch_first": (lambda: nn.GRU(4, 3, num_layers=2, dropout=0.3, bidirectional=True,
+                                                     batch_first=True), 0),
+    "RNN, relu": (lambda: nn.RNN(4, 3, num_layers=2, nonlinearity="relu", dropout=0.5), 1),
+    "MultiheadAttention": (lambda: nn.MultiheadAttention(4, 2, dropout=0.5), 1),
+    "MultiheadAttention, no weights": (lambda: nn.MultiheadAttention(4, 2, dropout=0.5, batch_first=True), 0),
+    "TransformerEncoderLayer": (lambda: nn.TransformerEncoderLayer(4, 2, dim_feedforward=8, dropout=0.4), 1),
+}
+
+
+def _run_layer(name, module):
+    """The module's call on one input, as a tuple of its output tensors (None: not returned)."""
+    if name.startswith("MultiheadAttention"):
+        return lambda x: module(x, x, x, need_weights="no weights" not in name)
+    if name.startswith("Transformer"):
+        return lambda x: (module(x),)
+    return lambda x: pytree.tree_leaves(module(x))
+
+
+@pytest.mark.parametrize("name", RANDOM_LAYERS)
+def test_dropout_inside_rnns_and_attention_is_process_count_independent(name, comm):
+    """Modules in training mode with dropout inside: the same outputs and gradients for every
+    layout (the first one, all samples on one rank, is one process's), a fresh draw each call."""
+    make, axis = RANDOM_LAYERS[name]
+    torch.manual_seed(0)
+    module = make().double().train()
+    params = list(module.parameters())
+    t = _r(3, 5, 4) if axis == 1 else _r(5, 3, 4)
+    run = _run_layer(name, module)
+    layouts = [(5,) + (0,) * (comm.size - 1), None, skewed_counts(5, comm.size)]
+    results = [_outputs_and_grads(run, t, axis, counts, params) for counts in layouts]
+    for got in results[1:]:
+        for a, b in zip(got, results[0]):
+            torch.testing.assert_close(a, b)
+    th.manual_seed(4)
+    assert not torch.allclose(run(th.distribute(t, axis))[0].full(), results[0][0])  # another seed, another mask
+
+
+# Dropout 1 zeroes every mask deterministically, so torch's own result is the reference: the
+# dropout sits where torch puts it (between recurrent layers, on the attention weights).
+DROP_ALL = {
+    "LSTM": lambda: nn.LSTM(3, 4, num_layers=3, dropout=1.0),
+    "LSTM, bidirectional, proj": lambda: nn.LSTM(3, 4, num_layers=2, dropout=1.0, bidirectional=True, proj_size=2),
+    "GRU, batch_first": lambda: nn.GRU(3, 4, num_layers=2, dropout=1.0, batch_first=True),
+    "RNN, tanh, no bias": lambda: nn.RNN(3, 4, num_layers=2, dropout=1.0, bias=False),
+}
+
+
+@pytest.mark.parametrize("name", DROP_ALL)
+def test_rnn_dropout_sits_between_layers(name, comm):
+    module = DROP_ALL[name]().double().train()
+    axis = 0 if module.batch_first else 1
+    t = _r(5, 4, 3) if axis == 0 else _r(4, 5, 3)
+    layers = module.num_layers * (2 if module.bidirectional else 1)
+    h0 = _r(layers, 5, module.proj_size or module.hidden_size)
+    hx = (h0, _r(layers, 5, 4)) if isinstance(module, nn.LSTM) else h0
+
+    names = [n for n, _ in module.named_parameters()]
+
+    def fn(x, *params):
+        return tuple(pytree.tree_leaves(torch.func.functional_call(module, dict(zip(names, params)), (x, hx))))
+    check(fn, t, [p.detach() for p in module.parameters()], axes=(axis,))
+
+
+@pytest.mark.parametrize("need_weights", [True, False])
+def test_multi_head_attention_dropout_sits_on_the_weights(need_weights):
+    e, h = 4, 2
+    params = [_r(3 * e, e), _r(3 * e), _r(e, e), _r(e)]
+
+    def fn(q, w, b, ow, ob):
+        out, weights = F.multi_head_attention_forward(q, q, q, e, h, w, b, None, None, False, 1.0, ow, ob,
+                                                      training=True, need_weights=need_weights)
+        return (out, weights) if need_weights else out
+    check(fn, _r(3, 5, e), params, axes=(1,))
 
 
 def test_multi_head_attention_forward():
@@ -267,10 +370,13 @@ def _modules():
         "BatchNorm1d": (nn.BatchNorm1d(3, momentum=None), _r(6, 3)),
         "LayerNorm": (nn.LayerNorm([3, 2]), _r(6, 3, 2)),
         "Embedding": (nn.Sequential(nn.Embedding(10, 4), nn.Flatten(), nn.Linear(8, 2)), torch.randint(0, 10, (6, 2))),
+        "Embedding_max_norm": (nn.Sequential(nn.Embedding(10, 4, max_norm=1.0, scale_grad_by_freq=True), nn.Flatten()),
+                               torch.randint(0, 10, (6, 2))),
         "MultiheadAttention": (nn.MultiheadAttention(8, 2, batch_first=True), _r(6, 3, 8)),
         "MultiheadAttention_seq_first": (nn.MultiheadAttention(8, 2, kdim=5, vdim=3), (_r(3, 6, 8), _r(4, 6, 5), _r(4, 6, 3))),
         "TransformerEncoderLayer": (encoder, _r(6, 3, 8)),
         "LSTM": (nn.LSTM(4, 5, batch_first=True), _r(6, 3, 4)),
+        "GRU_two_layers": (nn.GRU(4, 5, num_layers=2, dropout=1.0), _r(3, 6, 4)),  # (dropout 1: torch's too)
     }
 
 
@@ -285,7 +391,7 @@ def test_module(name, train, comm):
     module = module.double().train(train)
     mine = copy.deepcopy(module)
     ts = t if isinstance(t, tuple) else (t,)
-    axis = 1 if name.endswith("seq_first") else 0
+    axis = 1 if name.endswith("seq_first") or name.startswith("GRU") else 0
     args = ts if name.startswith("MultiheadAttention") and len(ts) == 3 else (ts * 3 if name.startswith("Multihead") else ts)
     expected = _first(module(*args))
     weights = torch.randn(expected.shape, dtype=D)

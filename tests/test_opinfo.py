@@ -105,10 +105,9 @@ EXCLUDED = {
                     "ldl_factor", "ldl_factor_ex", "ldl_solve", "polar", "vander", "inv_ex", "solve_ex", "tensorinv", "tensorsolve")},
     "linalg.lstsq": "lstsq runs through TSQR for a tall row-split matrix only; its OpInfo samples are square or wide",
     "linalg.lstsq.grad_oriented": "lstsq runs through TSQR for a tall row-split matrix only",
-    "nn.functional.multi_head_attention_forward": "its small OpInfo samples run in training with dropout 0.5, which "
-                                                  "torchheat refuses on split input (torch's generator inside it would "
-                                                  "make the result depend on the process count); tests/test_nn_layers.py "
-                                                  "covers it without dropout",
+    "nn.functional.multi_head_attention_forward": "its one OpInfo sample runs in training with dropout 0.5: the mask "
+                                                  "comes from torchheat's random stream (the same for every process "
+                                                  "count), not from torch's global generator (tests/test_nn_layers.py)",
     "linalg.eigh": "eigenvectors are compared entry by entry, and torch (LAPACK) fixes no sign for them "
                    "(tests/test_linalg_jacobi.py compares sign-invariant quantities and gradients)",
     "nn.functional.ctc_loss": "its OpInfo samples are larger than MAX_NUMEL (tests/test_losses.py covers it)",

@@ -32,6 +32,7 @@ Examples
 from __future__ import annotations
 
 import contextlib
+import types
 from typing import Callable, List, NamedTuple, Optional, Sequence
 
 import torch
@@ -257,15 +258,14 @@ def empty_result(func, args: List, kwargs: dict, batched: Sequence[Batched], out
 
 
 class StreamDropout(TorchFunctionMode):
-    """The local call of ``scaled_dot_product_attention`` with ``dropout_p`` (intercepted as it
-    runs) drops its attention weights with a mask from torchheat's stream: this rank's mask is
-    its part of the mask one process draws for the global batch.
+    """The local call of an attention with dropout (``scaled_dot_product_attention`` or
+    ``multi_head_attention_forward``, intercepted as it runs) drops its attention weights with
+    a mask from torchheat's stream: this rank's mask is its part of the mask one process draws
+    for the global batch.
 
     The weights hold this rank's samples along the batch axis ``axis``, a fixed number of rows
     each. ``key`` (one call of the stream, drawn on every rank) keys the masks; a rank with no
-    samples runs stand-ins and draws nothing. No communication. (A mode does not reach the
-    calls inside a Python function that itself dispatches, such as
-    ``multi_head_attention_forward``: that one refuses dropout on split input instead.)
+    samples runs stand-ins and draws nothing. No communication.
     """
 
     def __init__(self, key: int, axis: int, counts, rank: int):
@@ -292,16 +292,41 @@ class StreamDropout(TorchFunctionMode):
             _fill_range(mask, flat[0], torch.Size(gshape).numel(), key, lambda t, g: t.bernoulli_(1 - p, generator=g))
         return (mask.zero_() if p == 1 else mask.div_(1 - p)).view(shape)
 
+    def dropout(self, input, p: float = 0.5, training: bool = True, inplace: bool = False):
+        """``F.dropout`` of the attention weights, with the stream's mask."""
+        if p < 0.0 or p > 1.0:
+            raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+        if not training or p == 0:
+            return input
+        mask = self.keep(input.shape, p, input)
+        return input.mul_(mask) if inplace else input * mask
+
+    def attention(self, query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        """``F.scaled_dot_product_attention`` whose weights are dropped with the stream's mask."""
+        if not dropout_p > 0:
+            return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                                  enable_gqa=enable_gqa)
+        _, weights = torch.ops.aten._scaled_dot_product_attention_math(
+            query, key, value, attn_mask, 0.0, bool(is_causal), None, scale=scale, enable_gqa=bool(enable_gqa))
+        if enable_gqa and value.dim() > 2 and value.shape[-3] != query.shape[-3]:
+            value = value.repeat_interleave(query.shape[-3] // value.shape[-3], -3)
+        return (weights * self.keep(weights.shape, dropout_p, weights)) @ value
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.scaled_dot_product_attention and arg(args, kwargs, 4, "dropout_p", 0.0) > 0:
-            q, k, v = args[:3]
-            names = ("attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
-            opts = {n: arg(args, kwargs, 3 + i, n) for i, n in enumerate(names)}
-            _, weights = torch.ops.aten._scaled_dot_product_attention_math(
-                q, k, v, opts["attn_mask"], 0.0, bool(opts["is_causal"]), None, scale=opts["scale"],
-                enable_gqa=bool(opts["enable_gqa"]))
-            if opts["enable_gqa"] and v.dim() > 2 and v.shape[-3] != q.shape[-3]:
-                v = v.repeat_interleave(q.shape[-3] // v.shape[-3], -3)
-            return (weights * self.keep(weights.shape, opts["dropout_p"], weights)) @ v
+        if func is F.scaled_dot_product_attention:
+            return self.attention(*args, **kwargs)
+        if func is F.multi_head_attention_forward:
+            return with_stream_dropout(func, self)(*args, **kwargs)
         return func(*args, **kwargs)
+
+
+def with_stream_dropout(func: Callable, stream: StreamDropout) -> Callable:
+    """A copy of torch's Python ``func`` whose ``dropout`` and ``scaled_dot_product_attention``
+    are the stream's. (``multi_head_attention_forward`` hands itself to the active mode before
+    its body runs, so its body never sees a mode: the copy runs that body without the hand-off.)"""
+    names = dict(func.__globals__, has_torch_function=lambda *_: False, dropout=stream.dropout,
+                 scaled_dot_product_attention=stream.attention)
+    copy = types.FunctionType(func.__code__, names, func.__name__, func.__defaults__, func.__closure__)
+    copy.__kwdefaults__ = func.__kwdefaults__
+    return copy

@@ -10,10 +10,12 @@ which other arguments carry the same axis; :func:`torchheat.ops.batch.local_call
 or moves those to the input's layout, enters the parameters as replicated operands (their
 gradients are summed over ranks in backward) and computes with plain torch. No
 communication in forward, except ``one_hot`` with an inferred class count (one allreduce
-of the maximum) and ``linear`` on input split along its feature axis (the matmul rule of
-:mod:`torchheat.ops.linalg`). Random draws (fractional pooling's samples, dropout of attention
-weights) come from torchheat's random stream, so results do not depend on the number of
-processes.
+of the maximum), ``embedding`` with ``max_norm`` or ``scale_grad_by_freq`` (one allreduce of
+the rows' counts) and ``linear`` on input split along its feature axis (the matmul rule of
+:mod:`torchheat.ops.linalg`). Recurrent layers (``torch.lstm``, ``gru``, ``rnn_tanh``,
+``rnn_relu``) are local on their batch axis. Random draws (fractional pooling's samples,
+dropout of attention weights, dropout between recurrent layers) come from torchheat's random
+stream, so results do not depend on the number of processes.
 
 Examples
 --------
@@ -33,8 +35,9 @@ import torch.nn.functional as F
 from .. import dispatch as d
 from ..config import NotDistributedError
 from ..tensor import DistTensor, wrap
-from .batch import Batched, arg, local_call
+from .batch import Batched, arg, local_call, put
 from .random import draw
+from .shape import call
 
 
 def leading(mixed, *others, first=(0, "input")):
@@ -108,6 +111,70 @@ def one_hot(func, args, kwargs):
     return local_call(func, (x, classes), {}, [Batched(0, "input", x._split)], x._split)  # (a bad class: agreed)
 
 
+def embedding(func, args, kwargs):
+    """``embedding``/``embedding_bag``: local on the indices' samples. ``max_norm`` renormalises,
+    on every rank alike, the weight rows that the indices of any rank touch, and
+    ``scale_grad_by_freq`` divides each row's gradient by its count in the global batch: both
+    from the global counts of the rows (one allreduce of ``num_embeddings`` integers)."""
+    plan = RULES[func.__name__](args, kwargs)
+    if plan is None:
+        return d.no_rule(func, args, kwargs)
+    max_norm, by_freq = arg(args, kwargs, 3, "max_norm"), arg(args, kwargs, 5, "scale_grad_by_freq", False)
+    if max_norm is None and not by_freq:
+        return local_call(func, args, kwargs, *plan)
+    x, weight = arg(args, kwargs, 0, "input"), arg(args, kwargs, 1, "weight")
+    if isinstance(weight, DistTensor) and weight._split is not None:
+        raise NotDistributedError(f"{d.func_name(func)} with max_norm or scale_grad_by_freq on a weight split along "
+                                  f"{weight._split}; resplit the weight to None")
+    comm, local, table = x._comm, x.local, weight.local if isinstance(weight, DistTensor) else weight
+    rows = table.shape[0]
+    valid = not local.numel() or (local.dtype in (torch.int32, torch.int64) and 0 <= local.min() and local.max() < rows)
+    counts = torch.bincount(local.flatten(), minlength=rows) if valid else torch.zeros(rows, dtype=torch.int64)
+    local_counts, counts = counts, torch.cat([counts, counts.new_tensor([not valid])])
+    if comm.size > 1:
+        counts = comm.allreduce(counts, "sum")
+    if counts[-1]:  # a bad index on some rank: torch's error for this rank's call, on every rank
+        error = None if valid else torch_error_of(func, args, kwargs, local, table)
+        d.agree(comm, error)
+    if max_norm is not None:
+        with torch.no_grad():  # (as torch: in place, outside autograd)
+            torch.embedding_renorm_(table, counts[:-1].nonzero().flatten(), max_norm, arg(args, kwargs, 4, "norm_type", 2.0))
+    args, kwargs = list(args), dict(kwargs)
+    put(args, kwargs, 3, "max_norm", None)
+    if not by_freq:
+        return local_call(func, tuple(args), kwargs, *plan)
+    def local_func(input, weight, *a, **k):  # (torch divides by the local counts)
+        scale = local_counts.to(weight.dtype) / counts[:-1].clamp(min=1).to(weight.dtype)
+        return func(input, _ScaleRowGrads.apply(weight, scale), *a, **k)
+    return local_call(func, tuple(args), kwargs, *plan, local_func=local_func)
+
+
+def torch_error_of(func, args, kwargs, local: torch.Tensor, table: torch.Tensor) -> Exception:
+    """torch's exception for ``func`` on this rank's indices (on a copy of the weight)."""
+    args, kwargs = list(args), dict(kwargs)
+    put(args, kwargs, 0, "input", local)
+    put(args, kwargs, 1, "weight", table.detach().clone())
+    try:
+        d.run_local(func, tuple(args), kwargs)
+    except Exception as e:
+        return e
+    return IndexError("index out of range in self")
+
+
+class _ScaleRowGrads(torch.autograd.Function):
+    """Identity whose backward multiplies row ``i`` of the gradient by ``scale[i]``."""
+
+    @staticmethod
+    def forward(ctx, weight, scale):
+        ctx.save_for_backward(scale)
+        return weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (scale,) = ctx.saved_tensors
+        return grad * scale.view(-1, *(1,) * (grad.dim() - 1)), None
+
+
 def affine_grid(func, args, kwargs):
     """``affine_grid(theta, size)``: local on the batch axis; ``size`` names the global batch."""
     rule = leading(2, first=(0, "theta"))
@@ -142,7 +209,8 @@ def fractional_max_pool(func, args, kwargs):
 def multi_head_attention(func, args, kwargs):
     """``multi_head_attention_forward``: query, key and value are ``(L, N, E)`` (batch axis 1);
     the key padding mask ``(N, S)`` and 3-D attention masks and static keys/values
-    (``N * heads`` rows) are sliced alike; the weights ``(N, ...)`` are split along 0."""
+    (``N * heads`` rows) are sliced alike; the weights ``(N, ...)`` are split along 0. Dropout
+    in training drops the attention weights with a mask from torchheat's stream."""
     q = arg(args, kwargs, 0, "query")
     if not isinstance(q, DistTensor) or q._split != 1 or len(q._gshape) != 3:
         return d.no_rule(func, args, kwargs)
@@ -152,18 +220,8 @@ def multi_head_attention(func, args, kwargs):
         t = arg(args, kwargs, pos, name)
         if isinstance(t, torch.Tensor) and t.dim() == 3:
             batched.append(Batched(pos, name, 0, heads))
-    refuse_dropout(func, arg(args, kwargs, 10, "dropout_p") if arg(args, kwargs, 13, "training", True) else 0)
-    return local_call(func, args, kwargs, batched, (1, 0))
-
-
-def refuse_dropout(func, p) -> None:
-    """Dropout inside a C++ or dispatching op would draw from torch's generator on each rank's
-    samples (results that depend on the number of processes): refuse it."""
-    if p:
-        raise NotDistributedError(
-            f"{d.func_name(func)} with dropout {p} in training draws from torch's generator on each rank's samples, "
-            "so its result would depend on the number of processes; use dropout 0 (nn.Dropout layers around it "
-            "draw from torchheat's stream), eval mode, or resplit the input to None")
+    dropout = arg(args, kwargs, 10, "dropout_p") and arg(args, kwargs, 13, "training", True)
+    return local_call(func, args, kwargs, batched, (1, 0), random=0 if dropout else None)
 
 
 def attention(func, args, kwargs):
@@ -223,6 +281,7 @@ for _name, _rule in RULES.items():
 d.register(_funcs("linear"), linear)
 d.register([F.normalize], normalize)
 d.register([F.one_hot], one_hot)
+d.register([F.embedding, F.embedding_bag], embedding)
 d.register([F.affine_grid], affine_grid)
 d.register([F.multi_head_attention_forward], multi_head_attention)
 d.register([F.scaled_dot_product_attention], attention)
@@ -233,8 +292,9 @@ d.register([F.fractional_max_pool2d, F.fractional_max_pool3d, F.fractional_max_p
 def recurrent(func, args, kwargs):
     """``torch.lstm``, ``torch.gru``, ``torch.rnn_tanh``, ``torch.rnn_relu`` (what ``nn.LSTM``,
     ``nn.GRU`` and ``nn.RNN`` call): local on the batch axis (0 with ``batch_first``, else 1),
-    the initial states ``(layers, N, H)`` sliced alike, the weights replicated. Packed
-    sequences have no rule."""
+    the initial states ``(layers, N, H)`` sliced alike, the weights replicated. Dropout between
+    layers in training runs the layers one by one with torchheat's dropout between them.
+    Packed sequences have no rule."""
     x = args[0] if args else None
     packed = len(args) < 9 or isinstance(args[2], torch.Tensor)
     if packed or not isinstance(x, DistTensor) or len(x._gshape) != 3:
@@ -242,8 +302,27 @@ def recurrent(func, args, kwargs):
     axis = 0 if args[8] else 1
     if x._split != axis:
         return d.no_rule(func, args, kwargs)
-    refuse_dropout(func, args[5] if args[6] and args[4] > 1 else 0)
+    if args[5] and args[6] and args[4] > 1:
+        return layer_by_layer(func, *args)
     return local_call(func, args, kwargs, [Batched(0, "input", axis), Batched(1, "hx", 1)], (axis, 1, 1))
+
+
+def layer_by_layer(func, x, hx, params, has_biases, layers, p, train, bidirectional, batch_first):
+    """A multi-layer recurrent call as one call per layer, torch's dropout semantics between
+    them (on the outputs of every layer but the last), the masks from torchheat's stream."""
+    directions = 2 if bidirectional else 1
+    per_layer = len(params) // layers
+    states = []
+    for k in range(layers):
+        rows = slice(k * directions, (k + 1) * directions)
+        h = tuple(call(torch.Tensor.__getitem__, t, rows) for t in hx) if isinstance(hx, (tuple, list)) \
+            else call(torch.Tensor.__getitem__, hx, rows)
+        x, *state = recurrent(func, (x, h, params[k * per_layer:(k + 1) * per_layer], has_biases, 1, 0.0, train,
+                                     bidirectional, batch_first), {})
+        states.append(state)
+        if k < layers - 1:
+            x = call(torch.dropout, x, p, train)
+    return (x, *(call(torch.cat, s) for s in zip(*states)))
 
 
 d.register([torch.lstm, torch.gru, torch.rnn_tanh, torch.rnn_relu], recurrent)
