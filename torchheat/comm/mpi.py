@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import torch
 
-from .base import Communicator
+from .base import Communicator, contiguous_parts
 from .timeout import abort_on_uncaught_exception
 
 from mpi4py import MPI  # noqa: E402  (imported only when this backend is chosen)
@@ -80,17 +80,6 @@ def _view_type(v: torch.Tensor) -> MPI.Datatype:
     return dtype.Commit()
 
 
-def _host_buffers(views: List[Optional[torch.Tensor]], device="cpu", buffer=None) -> List[Optional[torch.Tensor]]:
-    """Contiguous tensors shaped like ``views``, all in one storage (so one MPI buffer with
-    displacements addresses them): a fresh one on ``device``, or the front of the byte tensor
-    ``buffer`` when given (large enough)."""
-    sizes = [0 if v is None else v.numel() for v in views]
-    dtype = next(v.dtype for v in views if v is not None) if any(sizes) else torch.uint8
-    flat = torch.empty(sum(sizes), dtype=dtype, device=device) if buffer is None else \
-        buffer[:sum(sizes) * dtype.itemsize].view(dtype)
-    return [None if v is None else p.view(v.shape) for p, v in zip(flat.split(sizes), views)]
-
-
 class _Request:
     """A pending point-to-point operation; ``wait()`` completes it."""
 
@@ -119,7 +108,6 @@ class MPICommunicator(Communicator):
         self.mpi = mpi_comm if mpi_comm is not None else MPI.COMM_WORLD
         self._rank, self._size = self.mpi.Get_rank(), self.mpi.Get_size()
         self.cuda_aware = _cuda_aware()
-        self._staging = {}  # (side, device) -> the byte buffer packed exchanges reuse
         if mpi_comm is None and self._size > 1:
             abort_on_uncaught_exception(self)
 
@@ -168,7 +156,7 @@ class MPICommunicator(Communicator):
 
     def _exchange(self, sends, recvs):
         if any(v is not None and self._staged(v) for v in sends + recvs):
-            host_sends, host_recvs = _host_buffers(sends), _host_buffers(recvs)
+            host_sends, host_recvs = contiguous_parts(sends), contiguous_parts(recvs)
             for h, s in zip(host_sends, sends):
                 if h is not None:
                     h.copy_(s)
@@ -179,29 +167,18 @@ class MPICommunicator(Communicator):
         else:
             self._alltoallw(sends, recvs)
 
-    def _stage(self, views, side):
-        """Contiguous stand-ins for ``views`` in this communicator's staging buffer for ``side``
-        (grown when too small: reusing it spares the page faults of fresh memory)."""
-        device = next(v.device for v in views if v is not None)
-        need = sum(0 if v is None else v.numel() * v.element_size() for v in views)
-        buffer = self._staging.get((side, device))
-        if buffer is None or buffer.numel() < need:
-            self._staging.pop((side, device), None)  # (freed before the larger one is taken)
-            buffer = self._staging[(side, device)] = torch.empty(need, dtype=torch.uint8, device=device)
-        return _host_buffers(views, device, buffer)
-
     def _alltoallw(self, sends, recvs):
         # Views with short contiguous runs travel through staging buffers, packed and
         # unpacked by torch; the others are described in place by derived datatypes.
         given = recvs
         if _scattered(sends):
-            staged = self._stage(sends, "send")
+            staged = self.stage(sends, "send")
             for h, v in zip(staged, sends):
                 if h is not None:
                     h.copy_(v)
             sends = staged
         if _scattered(recvs):
-            recvs = self._stage(recvs, "recv")
+            recvs = self.stage(recvs, "recv")
         self._alltoallw_views(sends, recvs)
         if recvs is not given:
             for v, h in zip(given, recvs):

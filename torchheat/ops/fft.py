@@ -111,12 +111,14 @@ def local_transform(x: DistTensor, kind: str, dims: Sequence[int], lengths: Sequ
     return wrap(out, x._split, x._comm, torch.Size(gshape), counts)
 
 
-def _move(x: DistTensor, axis: int, counts=None) -> DistTensor:
-    """``x`` split along ``axis`` in ``counts`` (balanced by default): one exchange, none if it already is."""
-    return d.to_layout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size))
+def _move(x: DistTensor, axis: int, counts=None, consume: bool = False) -> DistTensor:
+    """``x`` split along ``axis`` in ``counts`` (balanced by default): one exchange, none if it
+    already is (``consume``: ``x`` is an intermediate whose memory the result may take)."""
+    return d.to_layout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size), consume)
 
 
-def slab(x: DistTensor, axis: int, kind: str, dims: Sequence[int], lengths: Sequence[int], norm) -> DistTensor:
+def slab(x: DistTensor, axis: int, kind: str, dims: Sequence[int], lengths: Sequence[int], norm,
+         consume: bool = False) -> DistTensor:
     """The transform over ``dims`` of ``x`` moved to split ``axis`` (not in ``dims``) by one
     exchange, which delivers the chunk with ``dims`` as its last, contiguous axes: the local
     transform then reads unit-stride signals, and its result leaves packed in its own memory order."""
@@ -124,16 +126,17 @@ def slab(x: DistTensor, axis: int, kind: str, dims: Sequence[int], lengths: Sequ
     last = sorted(dims) if real == 0 else sorted(dims[:-1]) + [dims[-1]]  # the real step stays last
     order = [a for a in range(x.dim()) if a not in dims] + last
     if order == list(range(x.dim())):
-        return local_transform(_move(x, axis), kind, dims, lengths, norm)
-    y = _move(call(torch.permute, x, order), order.index(axis))
+        return local_transform(_move(x, axis, consume=consume), kind, dims, lengths, norm)
+    y = _move(call(torch.permute, x, order), order.index(axis), consume=consume)
     y = local_transform(y, kind, [order.index(a) for a in dims], lengths, norm)
     return call(torch.permute, y, [order.index(a) for a in range(x.dim())])
 
 
 def _back(y: DistTensor, x: DistTensor) -> DistTensor:
-    """``y`` split along ``x``'s axis again, in ``x``'s counts where the length is the same."""
+    """``y`` (a transform's fresh result, whose memory the exchange may reuse) split along ``x``'s
+    axis again, in ``x``'s counts where the length is the same."""
     s = x._split
-    return _move(y, s, x._counts if y._gshape[s] == x._gshape[s] else None)
+    return _move(y, s, x._counts if y._gshape[s] == x._gshape[s] else None, consume=True)
 
 
 def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[int, ...], norm) -> DistTensor:
@@ -149,11 +152,11 @@ def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[in
         f = max(free, key=lambda a: shape[a])
         return _back(slab(x, f, kind, dims, lengths, norm), x)
 
-    def phase(t, axes, at=None):  # the transforms over ``axes`` (in torch's order), after a move to split ``at``
+    def phase(t, axes, at=None, fresh=False):  # the transforms over ``axes`` (in torch's order), after a move to split ``at``
         pick = [i for i, a in enumerate(dims) if a in axes]
         kind_here = kind if last in axes else complex_kind
         here = (kind_here, [dims[i] for i in pick], [lengths[i] for i in pick], norm)
-        return local_transform(t, *here) if at is None else slab(t, at, *here)
+        return local_transform(t, *here) if at is None else slab(t, at, *here, consume=fresh)
 
     rest = [a for a in dims if a != s]
     out_len = {a: _out_length(kind, n, a == last) for a, n in zip(dims, lengths)}
@@ -162,7 +165,7 @@ def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[in
         v = [a for a in rest if out_len[a] >= p]
         if v:
             y = phase(x, rest)
-            y = phase(y, [s], at=max(v, key=out_len.get))
+            y = phase(y, [s], at=max(v, key=out_len.get), fresh=True)
             return _back(y, x)
     # (ii) the split moves to another axis a first; a is transformed last
     a = [b for b in rest if shape[b] >= p and (real == 0 or (real == -1) == (b == last))]
@@ -240,7 +243,7 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
     s, comm, n = x._split, x._comm, x._gshape[x._split]
     counts = counts or x._counts
     if max(x._counts) == n:
-        return _move(local_transform(x, "ifft" if inverse else "fft", (s,), (n,), norm), s, counts)
+        return _move(local_transform(x, "ifft" if inverse else "fft", (s,), (n,), norm), s, counts, consume=True)
     nf = factors(n, comm.size)
     if nf is None:
         return _bluestein(x, inverse, norm, counts)
@@ -257,10 +260,10 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
     a = _move(call(torch.transpose, a, -1, -2), col - 1)  # a[j1, j2], split on j1
     twiddle = _twiddles(n, n2, layout.offsets(a._counts)[comm.rank], a._counts[comm.rank], inverse, a.dtype, a.device)
     b = _chunk_fft(a, fn, norm, twiddle)  # b[j1, k2], twiddled
-    c = _chunk_fft(_move(call(torch.transpose, b, -1, -2), col - 1), fn, norm)  # c[k2, k1] = X[n2 * k1 + k2]
-    c = _move(call(torch.transpose, c, -1, -2), col - 1)  # c[k1, k2], split on k1
+    c = _chunk_fft(_move(call(torch.transpose, b, -1, -2), col - 1, consume=True), fn, norm)  # c[k2, k1] = X[n2 * k1 + k2]
+    c = _move(call(torch.transpose, c, -1, -2), col - 1, consume=True)  # c[k1, k2], split on k1
     flat = call(torch.reshape, c, batch + (n,))
-    return call(torch.movedim, _move(flat, col - 1, counts), -1, s)
+    return call(torch.movedim, _move(flat, col - 1, counts, consume=True), -1, s)
 
 
 @functools.lru_cache(maxsize=8)
