@@ -10,11 +10,15 @@ the transformed axes, their signal lengths and the norm. How it runs depends on 
   transformed locally, and one all-to-all moves the split back to the caller's axis. When
   every axis is transformed, the transforms over the other axes run before the first (or
   after the last) exchange, so two exchanges still suffice; a real-to-complex step comes
-  first and a complex-to-real step last, as torch orders them;
+  first and a complex-to-real step last, as torch orders them. The first exchange works on
+  the tensor permuted so that the transformed axes come last: it delivers chunks in which
+  every signal is contiguous, and the exchange back packs the result from that memory order;
 * otherwise (a 1-D tensor, or only short other axes) the split axis is transformed by the
   four-step FFT: ``n = n1 * n2``, the signal seen as an ``n2 x n1`` matrix, transformed along
   its columns, multiplied by twiddle factors, transformed along its rows and transposed:
-  three all-to-alls, no gather. A length without a factorization that keeps every rank
+  three all-to-alls, each of which leaves the axis transformed next last (contiguous) in
+  the chunk; no gather. An exchange of an intermediate (a transform's fresh result) receives
+  into that intermediate's memory rather than a fresh chunk. A length without a factorization that keeps every rank
   busy (a prime, say) goes through Bluestein's chirp-z algorithm: a convolution of
   power-of-two length done with the four-step FFT. Real-to-complex transforms take the
   first ``n // 2 + 1`` bins of the complex transform; complex-to-real ones rebuild the
