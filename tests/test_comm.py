@@ -239,6 +239,28 @@ def test_mpi_staged_transfers(comm, monkeypatch):
     test_point_to_point_ring(comm)
 
 
+@pytest.mark.parametrize("pack_below", [0, 1 << 30])
+def test_mpi_packed_and_described_views(comm, monkeypatch, pack_below):
+    """MPI backend: strided views either described by derived datatypes (``PACK_BELOW = 0``) or
+    packed through the reused staging buffers (every strided view), with the same results."""
+    if comm.backend != "mpi":
+        pytest.skip("checks the MPI backend's datatypes and packing")
+    from torchheat.comm import mpi
+
+    monkeypatch.setattr(mpi, "PACK_BELOW", pack_below)
+    monkeypatch.setattr(comm, "_staging", {}, raising=False)
+    for src, dst in [(0, 1), (1, 2), (2, 0), (1, 1)]:
+        test_exchange_with_strided_chunks(comm, src, dst)
+    t = torch.arange(60.0).reshape(3, 4, 5)
+    for x in th.testing.layouts(t.transpose(0, 2)):
+        for axis in (0, 1, 2):
+            assert_dist_close(x.resplit(axis), t.transpose(0, 2))
+    sizes = {key: buf.numel() for key, buf in comm._staging.items()}
+    test_exchange_with_strided_chunks(comm, 2, 0)  # no larger than before: the buffers are reused
+    assert {key: buf.numel() for key, buf in comm._staging.items()} == sizes
+    assert (pack_below == 0) == (not sizes) or comm.size == 1
+
+
 # -- NaN in max/min: a NaN on any rank gives NaN, as torch.amax/amin on the global data ----------------
 SPECIAL = [float("nan"), -float("nan"), float("inf"), -float("inf"), -0.0, 0.0]
 

@@ -259,11 +259,12 @@ def wrap_replicated(out, comm):
 
 
 # -- aligning operands of elementwise ops ----------------------------------------------------
-def to_layout(t: DistTensor, split: Optional[int], counts) -> torch.Tensor:
-    """``t``'s local chunk in the layout (split, counts): no communication when it already is."""
+def to_layout(t: DistTensor, split: Optional[int], counts, consume: bool = False) -> torch.Tensor:
+    """``t``'s local chunk in the layout (split, counts): no communication when it already is
+    (``consume``: see :func:`torchheat.tensor.relayout`)."""
     if t._split == split and (split is None or t._counts == counts):
         return t
-    return relayout(t, split, counts)
+    return relayout(t, split, counts, consume)
 
 
 def replicated_operand(t: torch.Tensor, comm, axis: int, start: int, count: int) -> torch.Tensor:

@@ -235,8 +235,9 @@ def make_leaf(local: torch.Tensor, split, comm, gshape, counts=None, requires_gr
     return out
 
 
-def relayout(x: DistTensor, split: Optional[int], counts: Optional[layout.Counts]) -> DistTensor:
-    """``x`` moved to the layout (split, counts) by the cheapest exchange. Differentiable."""
+def relayout(x: DistTensor, split: Optional[int], counts: Optional[layout.Counts], consume: bool = False) -> DistTensor:
+    """``x`` moved to the layout (split, counts) by the cheapest exchange. Differentiable.
+    ``consume``: ``x`` is an intermediate nothing else refers to, whose memory the result may take."""
     comm, gshape, local = x._comm, x._gshape, x.local
     if split is None:
         new = local if x._split is None else cf.all_gather(local, comm, x._counts, x._split)
@@ -244,7 +245,7 @@ def relayout(x: DistTensor, split: Optional[int], counts: Optional[layout.Counts
         new = cf.scatter(local, comm, counts, split)
     else:
         plan = layout.exchange_plan(tuple(gshape), x._split, x._counts, split, counts, comm.rank)
-        new = cf.exchange(local, comm, *plan[:2], plan[2])
+        new = cf.exchange(local, comm, *plan[:2], plan[2], consume=consume)
     return wrap(new, split, comm, gshape, counts)
 
 

@@ -42,6 +42,30 @@ def values(t: torch.Tensor) -> torch.Tensor:
     return t.resolve_conj().resolve_neg()
 
 
+def dense(t: torch.Tensor) -> bool:
+    """Whether ``t``'s elements fill its whole storage once each (a contiguous tensor, or a
+    permutation of one)."""
+    if t.storage_offset() or t.untyped_storage().nbytes() != t.numel() * t.element_size():
+        return False
+    expected = 1
+    for size, stride in sorted((p for p in zip(t.shape, t.stride()) if p[0] != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def contiguous_parts(views: List[Optional[torch.Tensor]], device="cpu", buffer=None) -> List[Optional[torch.Tensor]]:
+    """Contiguous tensors shaped like ``views``, all in one storage (so one buffer with
+    displacements addresses them): a fresh one on ``device``, or the front of the byte tensor
+    ``buffer`` when given (large enough)."""
+    sizes = [0 if v is None else v.numel() for v in views]
+    dtype = next(v.dtype for v in views if v is not None) if any(sizes) else torch.uint8
+    flat = torch.empty(sum(sizes), dtype=dtype, device=device) if buffer is None else \
+        buffer[:sum(sizes) * dtype.itemsize].view(dtype)
+    return [None if v is None else p.view(v.shape) for p, v in zip(flat.split(sizes), views)]
+
+
 def check_op(op: str, dtype: torch.dtype) -> None:
     """Raise ValueError (on every rank alike) for a reduction that is not defined for ``dtype``."""
     if op not in OPS:
@@ -121,6 +145,19 @@ class Communicator(abc.ABC):
 
     @abc.abstractmethod
     def _split(self, color: int, key: int) -> "Communicator": ...
+
+    def stage(self, views: List[Optional[torch.Tensor]], side: str) -> List[Optional[torch.Tensor]]:
+        """Contiguous stand-ins for ``views`` (not all None) in this communicator's staging
+        buffer for ``side``, grown when too small: reusing it spares the page faults of fresh
+        memory on every exchange, for the memory of the largest exchange so far."""
+        device = next(v.device for v in views if v is not None)
+        need = sum(0 if v is None else v.numel() * v.element_size() for v in views)
+        staging = self.__dict__.setdefault("_staging", {})
+        buffer = staging.get((side, device))
+        if buffer is None or buffer.numel() < need:
+            staging.pop((side, device), None)  # (freed before the larger one is taken)
+            buffer = staging[(side, device)] = torch.empty(need, dtype=torch.uint8, device=device)
+        return contiguous_parts(views, device, buffer)
 
     def abort(self, code: int = 1) -> None:
         """End the whole job now (the collective timeout's last step): this process exits and
@@ -316,14 +353,28 @@ class Communicator(abc.ABC):
         return torch.cat(self.allgather_list(t, shapes), dim=axis)
 
     @blocking("exchange")
-    def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow]) -> torch.Tensor:
+    def exchange(self, src: torch.Tensor, send: Sequence[layout.Narrow], out_shape, recv: Sequence[layout.Narrow],
+                 consume: bool = False) -> torch.Tensor:
         """Alltoallv: send ``narrow(src, send[j])`` to rank j; return the new local tensor of
         ``out_shape`` whose part ``narrow(out, recv[i])`` came from rank i (zeros elsewhere;
         where the parts of several ranks overlap, their sum: the adjoint of a plan that sends
-        one row to several ranks)."""
+        one row to several ranks).
+
+        ``consume=True`` says that the caller has no further use for ``src`` (nor for any view
+        of its memory): when ``src`` fills its storage and the result fits in it, the parts to
+        send are packed into the staging buffer and the result takes ``src``'s memory, which
+        spares the page faults of a fresh chunk."""
         src = values(src)
-        out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
         sends = [layout.narrow(src, s) for s in send]
+        if consume and dense(src) and 0 < torch.Size(out_shape).numel() <= src.numel():
+            packed = self.stage([s if s.numel() else None for s in sends], "send")
+            for h, s in zip(packed, sends):
+                if h is not None:
+                    h.copy_(s)
+            sends = [s if h is None else h for h, s in zip(packed, sends)]
+            out = torch.empty(0, dtype=src.dtype, device=src.device).set_(src.untyped_storage(), 0, out_shape)
+        else:
+            out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
         parts = [layout.narrow(out, r) for r in recv]
         summed = layout.overlapping(tuple(recv), tuple(out_shape))
         if summed or sum(r.numel() for r in parts) != out.numel():  # parts do not tile the result

@@ -145,10 +145,11 @@ class _Exchange(torch.autograd.Function):
         return (exchange(grad, *ctx.reverse),) + (None,) * 4
 
 
-def exchange(t: torch.Tensor, comm: Communicator, send, recv, out_shape) -> torch.Tensor:
+def exchange(t: torch.Tensor, comm: Communicator, send, recv, out_shape, consume: bool = False) -> torch.Tensor:
     """Move chunks by an all-to-all plan from :func:`torchheat.layout.exchange_plan` (send
     ``narrow(t, send[j])`` to rank j, receive part ``recv[i]`` of the ``out_shape`` result
-    from rank i); backward is the reverse exchange.
+    from rank i); backward is the reverse exchange. ``consume``: the result may take ``t``'s
+    memory (see :meth:`Communicator.exchange`), outside autograd only.
 
     >>> import torch, torchheat as th
     >>> comm = th.get_comm()
@@ -159,7 +160,7 @@ def exchange(t: torch.Tensor, comm: Communicator, send, recv, out_shape) -> torc
     """
     if _needs_grad(t):
         return _Exchange.apply(t, comm, send, recv, out_shape)
-    return comm.exchange(t, send, out_shape, recv)
+    return comm.exchange(t, send, out_shape, recv, consume=consume)
 
 
 class _ReduceScatter(torch.autograd.Function):

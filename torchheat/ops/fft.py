@@ -10,11 +10,15 @@ the transformed axes, their signal lengths and the norm. How it runs depends on 
   transformed locally, and one all-to-all moves the split back to the caller's axis. When
   every axis is transformed, the transforms over the other axes run before the first (or
   after the last) exchange, so two exchanges still suffice; a real-to-complex step comes
-  first and a complex-to-real step last, as torch orders them;
+  first and a complex-to-real step last, as torch orders them. The first exchange works on
+  the tensor permuted so that the transformed axes come last: it delivers chunks in which
+  every signal is contiguous, and the exchange back packs the result from that memory order;
 * otherwise (a 1-D tensor, or only short other axes) the split axis is transformed by the
   four-step FFT: ``n = n1 * n2``, the signal seen as an ``n2 x n1`` matrix, transformed along
   its columns, multiplied by twiddle factors, transformed along its rows and transposed:
-  three all-to-alls, no gather. A length without a factorization that keeps every rank
+  three all-to-alls, each of which leaves the axis transformed next last (contiguous) in
+  the chunk; no gather. An exchange of an intermediate (a transform's fresh result) receives
+  into that intermediate's memory rather than a fresh chunk. A length without a factorization that keeps every rank
   busy (a prime, say) goes through Bluestein's chirp-z algorithm: a convolution of
   power-of-two length done with the four-step FFT. Real-to-complex transforms take the
   first ``n // 2 + 1`` bins of the complex transform; complex-to-real ones rebuild the
@@ -111,15 +115,32 @@ def local_transform(x: DistTensor, kind: str, dims: Sequence[int], lengths: Sequ
     return wrap(out, x._split, x._comm, torch.Size(gshape), counts)
 
 
-def _move(x: DistTensor, axis: int, counts=None) -> DistTensor:
-    """``x`` split along ``axis`` in ``counts`` (balanced by default): one exchange, none if it already is."""
-    return d.to_layout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size))
+def _move(x: DistTensor, axis: int, counts=None, consume: bool = False) -> DistTensor:
+    """``x`` split along ``axis`` in ``counts`` (balanced by default): one exchange, none if it
+    already is (``consume``: ``x`` is an intermediate whose memory the result may take)."""
+    return d.to_layout(x, axis, counts or layout.balanced_counts(x._gshape[axis], x._comm.size), consume)
+
+
+def slab(x: DistTensor, axis: int, kind: str, dims: Sequence[int], lengths: Sequence[int], norm,
+         consume: bool = False) -> DistTensor:
+    """The transform over ``dims`` of ``x`` moved to split ``axis`` (not in ``dims``) by one
+    exchange, which delivers the chunk with ``dims`` as its last, contiguous axes: the local
+    transform then reads unit-stride signals, and its result leaves packed in its own memory order."""
+    real = KINDS[kind][2]
+    last = sorted(dims) if real == 0 else sorted(dims[:-1]) + [dims[-1]]  # the real step stays last
+    order = [a for a in range(x.dim()) if a not in dims] + last
+    if order == list(range(x.dim())):
+        return local_transform(_move(x, axis, consume=consume), kind, dims, lengths, norm)
+    y = _move(call(torch.permute, x, order), order.index(axis), consume=consume)
+    y = local_transform(y, kind, [order.index(a) for a in dims], lengths, norm)
+    return call(torch.permute, y, [order.index(a) for a in range(x.dim())])
 
 
 def _back(y: DistTensor, x: DistTensor) -> DistTensor:
-    """``y`` split along ``x``'s axis again, in ``x``'s counts where the length is the same."""
+    """``y`` (a transform's fresh result, whose memory the exchange may reuse) split along ``x``'s
+    axis again, in ``x``'s counts where the length is the same."""
     s = x._split
-    return _move(y, s, x._counts if y._gshape[s] == x._gshape[s] else None)
+    return _move(y, s, x._counts if y._gshape[s] == x._gshape[s] else None, consume=True)
 
 
 def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[int, ...], norm) -> DistTensor:
@@ -133,12 +154,13 @@ def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[in
     free = [a for a in range(len(shape)) if a not in dims and shape[a] >= p]
     if free:  # slab: one exchange to a free axis and one back
         f = max(free, key=lambda a: shape[a])
-        return _back(local_transform(_move(x, f), kind, dims, lengths, norm), x)
+        return _back(slab(x, f, kind, dims, lengths, norm), x)
 
-    def phase(t, axes):  # the transforms over ``axes`` (in torch's order), on the chunks
+    def phase(t, axes, at=None, fresh=False):  # the transforms over ``axes`` (in torch's order), after a move to split ``at``
         pick = [i for i, a in enumerate(dims) if a in axes]
         kind_here = kind if last in axes else complex_kind
-        return local_transform(t, kind_here, [dims[i] for i in pick], [lengths[i] for i in pick], norm)
+        here = (kind_here, [dims[i] for i in pick], [lengths[i] for i in pick], norm)
+        return local_transform(t, *here) if at is None else slab(t, at, *here, consume=fresh)
 
     rest = [a for a in dims if a != s]
     out_len = {a: _out_length(kind, n, a == last) for a, n in zip(dims, lengths)}
@@ -147,13 +169,13 @@ def transform(x: DistTensor, kind: str, dims: Tuple[int, ...], lengths: Tuple[in
         v = [a for a in rest if out_len[a] >= p]
         if v:
             y = phase(x, rest)
-            y = phase(_move(y, max(v, key=out_len.get)), [s])
+            y = phase(y, [s], at=max(v, key=out_len.get), fresh=True)
             return _back(y, x)
     # (ii) the split moves to another axis a first; a is transformed last
     a = [b for b in rest if shape[b] >= p and (real == 0 or (real == -1) == (b == last))]
     if a:
         a = max(a, key=lambda b: shape[b])
-        y = _back(phase(_move(x, a), [b for b in dims if b != a]), x)
+        y = _back(phase(x, [b for b in dims if b != a], at=a), x)
         return phase(y, [a])
     # no other axis is long enough: the split axis by the four-step FFT, the others locally
     i = dims.index(s)
@@ -225,7 +247,7 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
     s, comm, n = x._split, x._comm, x._gshape[x._split]
     counts = counts or x._counts
     if max(x._counts) == n:
-        return _move(local_transform(x, "ifft" if inverse else "fft", (s,), (n,), norm), s, counts)
+        return _move(local_transform(x, "ifft" if inverse else "fft", (s,), (n,), norm), s, counts, consume=True)
     nf = factors(n, comm.size)
     if nf is None:
         return _bluestein(x, inverse, norm, counts)
@@ -235,28 +257,33 @@ def four_step(x: DistTensor, inverse: bool, norm, counts=None) -> DistTensor:
     batch = tuple(y._gshape[:-1])
     if any(c % n1 for c in y._counts):  # whole rows of the n2 x n1 matrix on each rank (a small exchange)
         y = _move(y, col - 1, tuple(c * n1 for c in layout.balanced_counts(n2, comm.size)))
-    a = _move(call(torch.reshape, y, batch + (n2, n1)), col)  # a[j2, j1] = x[j1 + n1 * j2], split on j1
+    # Every exchange moves the split off the transposed pair of matrix axes, so each local
+    # transform runs along the last, contiguous axis of its chunk.
     fn = F.ifft if inverse else F.fft
-    b = _chunk_fft(a, fn, col - 1, norm)  # b[k2, j1]
-    twiddle = _twiddles(n, n2, layout.offsets(b._counts)[comm.rank], b._counts[comm.rank], inverse, b.dtype, b.device)
-    b = wrap(b.local * twiddle, col, comm, b._gshape, b._counts)
-    c = _chunk_fft(_move(b, col - 1), fn, col, norm)  # c[k2, k1] = X[n2 * k1 + k2]
-    c = _move(call(torch.transpose, c, -1, -2), col - 1)  # c[k1, k2], split on k1
+    a = call(torch.reshape, y, batch + (n2, n1))  # a[j2, j1] = x[j1 + n1 * j2], split on j2
+    a = _move(call(torch.transpose, a, -1, -2), col - 1)  # a[j1, j2], split on j1
+    twiddle = _twiddles(n, n2, layout.offsets(a._counts)[comm.rank], a._counts[comm.rank], inverse, a.dtype, a.device)
+    b = _chunk_fft(a, fn, norm, twiddle)  # b[j1, k2], twiddled
+    c = _chunk_fft(_move(call(torch.transpose, b, -1, -2), col - 1, consume=True), fn, norm)  # c[k2, k1] = X[n2 * k1 + k2]
+    c = _move(call(torch.transpose, c, -1, -2), col - 1, consume=True)  # c[k1, k2], split on k1
     flat = call(torch.reshape, c, batch + (n,))
-    return call(torch.movedim, _move(flat, col - 1, counts), -1, s)
+    return call(torch.movedim, _move(flat, col - 1, counts, consume=True), -1, s)
 
 
 @functools.lru_cache(maxsize=8)
 def _twiddles(n: int, n2: int, lo: int, count: int, inverse: bool, dtype, device) -> torch.Tensor:
-    """``w[k2, j1] = exp(-+ 2 pi i j1 k2 / n)`` for this rank's columns ``j1`` in ``[lo, lo + count)``
+    """``w[j1, k2] = exp(-+ 2 pi i j1 k2 / n)`` for this rank's rows ``j1`` in ``[lo, lo + count)``
     (cached: repeated transforms of one length reuse them)."""
-    k2, j1 = torch.arange(n2, device=device), torch.arange(lo, lo + count, device=device)
-    return _phase(k2[:, None] * j1, n, inverse, dtype)
+    j1, k2 = torch.arange(lo, lo + count, device=device), torch.arange(n2, device=device)
+    return _phase(j1[:, None] * k2, n, inverse, dtype)
 
 
-def _chunk_fft(x: DistTensor, fn, axis: int, norm) -> DistTensor:
+def _chunk_fft(x: DistTensor, fn, norm, twiddle=None) -> DistTensor:
+    """The 1-D transforms along the chunks' last axis, times ``twiddle`` if given."""
     local = x.local
-    out = fn(local, dim=axis, norm=norm) if local.numel() else local.clone()
+    out = fn(local, dim=-1, norm=norm) if local.numel() else local.clone()
+    if twiddle is not None:
+        out.mul_(twiddle)  # in place: the transform's output is fresh and its backward keeps none of it
     return wrap(out, x._split, x._comm, x._gshape, x._counts)
 
 
