@@ -29,7 +29,7 @@ import torch
 from ..base import BaseEstimator, check_is_fitted
 from ..pairwise import chunks
 from ..tensor import DistTensor, wrap
-from ..validation import check_array, check_n_features, check_targets, replicated
+from ..validation import check_array, check_n_features, check_targets, replicated, rows_like
 
 __all__ = ["KNeighborsClassifier"]
 
@@ -100,7 +100,7 @@ class KNeighborsClassifier(BaseEstimator):
         check_n_features(self, x, reset=True)
         self.classes_ = replicated(torch.unique(y))
         self._fit_x = x
-        self._fit_codes = torch.searchsorted(self.classes_, y) + torch.zeros_like(x[:, 0], dtype=torch.int64)
+        self._fit_codes = rows_like(torch.searchsorted(self.classes_, y), x)  # (its chunks are x's)
         self.n_samples_fit_ = x.shape[0]
         return self
 
