@@ -3,6 +3,7 @@ predictions and probabilities for split, unbalanced and replicated training and 
 samples, and errors on every rank."""
 import numpy as np
 import pytest
+import torch
 
 import torchheat as th
 
@@ -52,3 +53,25 @@ def test_exact_matches_take_the_vote_and_errors(comm):
     bad[3, 1] = float("inf")
     with pytest.raises(ValueError, match="infinity"):
         knn.predict(th.distribute(bad, 0))
+
+
+@pytest.mark.parametrize("columns", [4096, 150])
+def test_blocks_and_column_groups_equal_scikit_learn(comm, monkeypatch, columns):
+    # blocks of 16 queries and `columns` training samples: several blocks per chunk, grouped
+    # columns with a remainder past the groups, short last blocks
+    from torchheat.neighbors import classification
+
+    monkeypatch.setattr(classification, "_QUERIES", 16)
+    monkeypatch.setattr(classification, "_COLUMNS", columns)
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(1100, 3, generator=g, dtype=torch.float64) + torch.randint(0, 4, (1100, 1), generator=g)
+    y = (X.sum(1) > 1.5).long()
+    ref = skn.KNeighborsClassifier(7).fit(X[:1000].numpy(), y[:1000].numpy())
+    ref_d, ref_i = ref.kneighbors(X[1000:].numpy())
+    for x in placements(X[:1000], comm):
+        knn = th.neighbors.KNeighborsClassifier(7).fit(x, th.distribute(y[:1000], 0))
+        q = th.distribute(X[1000:], 0)
+        dist, index = knn.kneighbors(q)
+        assert np.array_equal(index.full().numpy(), ref_i)
+        np.testing.assert_allclose(dist.full().numpy(), ref_d, rtol=1e-10, atol=1e-10)
+        assert np.array_equal(knn.predict(q).full().numpy(), ref.predict(X[1000:].numpy()))

@@ -64,3 +64,21 @@ def test_bad_input_raises_scikit_learns_errors_on_every_rank(comm, cls):
         est().fit(th.distribute(X, 0)).transform(th.distribute(X[:, :3], 0))
     with pytest.raises(ValueError, match="Expected a 2-dimensional input"):
         est().fit(th.distribute(X[:, 0], 0))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_standard_scaler_merges_blocks_of_rows(comm, monkeypatch, weighted):
+    # blocks of 7 rows: many per rank, a short last one; shifted data (no cancellation in the merge)
+    from torchheat.preprocessing import scalers
+
+    monkeypatch.setattr(scalers, "_ROWS", 7)
+    X = load("breast_cancer")[0] + 100
+    w = torch.rand(X.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(0)) if weighted else None
+    ref = skp.StandardScaler().fit(X.numpy(), sample_weight=None if w is None else w.numpy())
+    for x in placements(X, comm):
+        est = th.preprocessing.StandardScaler()
+        out = est.fit_transform(x, sample_weight=None if w is None else th.distribute(w, 0))
+        np.testing.assert_allclose(est.mean_.numpy(), ref.mean_, rtol=1e-12)
+        np.testing.assert_allclose(est.var_.numpy(), ref.var_, rtol=1e-9)
+        assert out.split_dim == x.split_dim and out.counts == x.counts
+        np.testing.assert_allclose(out.full().numpy(), ref.transform(X.numpy()), rtol=1e-9, atol=1e-10)

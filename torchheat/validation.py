@@ -26,9 +26,9 @@ import torch
 
 from .comm import get_comm
 from .ops.random import Generator
-from .tensor import DistTensor
+from .tensor import DistTensor, relayout
 
-__all__ = ["ConvergenceWarning", "check_array", "check_targets", "check_n_features", "check_sample_weight", "check_random_state", "replicated", "comm_of",
+__all__ = ["ConvergenceWarning", "check_array", "check_targets", "check_n_features", "check_sample_weight", "check_random_state", "replicated", "rows_like", "comm_of",
            "progress"]
 
 FLOATS = (torch.float64, torch.float32)
@@ -108,7 +108,18 @@ def check_sample_weight(sample_weight, x: torch.Tensor) -> torch.Tensor:
         return ones * sample_weight.to(x.dtype)
     if tuple(sample_weight.shape) != (x.shape[0],):
         raise ValueError(f"sample_weight.shape == {tuple(sample_weight.shape)}, expected {(x.shape[0],)}!")
-    return ones * sample_weight.to(x.dtype)  # (the product takes x's layout)
+    return rows_like(sample_weight.to(x.dtype), x)
+
+
+def rows_like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The per-sample tensor ``t`` laid out like ``x``'s rows: the same counts when ``x`` is
+    split (``t`` moved if it is split otherwise, sliced if it is replicated), replicated
+    (plain) when ``x`` is not split."""
+    if not isinstance(x, DistTensor) or x.split_dim is None:
+        return replicated(t)
+    if isinstance(t, DistTensor) and t.split_dim is not None:
+        return relayout(t, 0, x.counts) if t.counts != x.counts else t
+    return t + torch.zeros_like(x[:, 0], dtype=t.dtype)  # (a replicated operand takes x's layout)
 
 
 def check_random_state(random_state, comm=None) -> Generator:

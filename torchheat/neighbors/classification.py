@@ -1,10 +1,15 @@
 """k-nearest-neighbour classification with split queries and split training samples.
 
-The training chunks visit every rank in turn (:func:`torchheat.pairwise.chunks`: each
-rank's chunk is broadcast by its owner); every rank keeps, for each of its query rows, the
-``k`` nearest training samples seen so far (the chunk's own top-k, merged with the current
-best by a top-k of the ``2k`` candidates). No rank holds more than its queries, one
-training chunk and ``k`` candidates per query; the vote is local to the query's rank.
+The training chunks and their labels visit every rank in turn
+(:func:`torchheat.pairwise.chunks`: each rank's chunk is broadcast by its owner); every rank
+keeps, for each of its query rows, the ``k`` nearest training samples seen so far. A chunk
+is searched in blocks of ``256 x 8192`` query/training pairs (few blocks, few small ops): one matmul
+gives ``|t|^2 - 2 q . t`` (``|q|^2`` is the same along a query row and is added to the
+``k`` winners only); the block's columns fall into 16 strided groups whose minima (one
+vectorized reduction) name the ``k`` groups that hold the block's ``k`` smallest entries,
+so the top-k runs on ``16 k`` candidates and the running best, not on the whole block.
+No rank holds more than its queries, one training chunk, one block and ``k`` candidates per
+query; labels travel with the chunks, so the vote is local to the query's rank.
 
 Examples
 --------
@@ -22,10 +27,38 @@ import numbers
 import torch
 
 from ..base import BaseEstimator, check_is_fitted
-from ..pairwise import chunks, squared_distances
-from ..validation import check_array, check_n_features, check_targets, replicated
+from ..pairwise import chunks
+from ..tensor import DistTensor, wrap
+from ..validation import check_array, check_n_features, check_targets, replicated, rows_like
 
 __all__ = ["KNeighborsClassifier"]
+
+_QUERIES, _COLUMNS, _GROUPS = 256, 8192, 16  # a block of query/training pairs (16 MB in float64), its column groups
+
+
+def _rows_like(q, local: torch.Tensor) -> torch.Tensor:
+    """A plain per-query-row result laid out like the query rows ``q``."""
+    if not isinstance(q, DistTensor):
+        return local
+    return wrap(local, q.split_dim, q.comm, (q.shape[0],) + tuple(local.shape[1:]), q.counts)
+
+
+def _block_candidates(d: torch.Tensor, k: int):
+    """Values and columns of candidates holding ``d``'s ``k`` smallest entries of every row.
+
+    With the leading columns in ``G`` strided groups, the ``k`` groups of smallest minima
+    hold the ``k`` smallest entries among them: ``G k`` candidates (and the few columns
+    past the groups) come back instead of the whole row."""
+    n, m = d.shape
+    width = m // _GROUPS
+    if width <= k:  # a narrow block: all of it
+        return d, torch.arange(m, device=d.device).expand(n, m)
+    grouped = d[:, :_GROUPS * width].view(n, _GROUPS, width)
+    groups = torch.topk(grouped.amin(1), k, dim=1, largest=False, sorted=False).indices
+    columns = (groups[:, None, :] + torch.arange(0, _GROUPS * width, width, device=d.device)[:, None]).view(n, -1)
+    rest = torch.arange(_GROUPS * width, m, device=d.device).expand(n, m - _GROUPS * width)
+    columns = torch.cat([columns, rest], 1)
+    return d.gather(1, columns), columns
 
 
 class KNeighborsClassifier(BaseEstimator):
@@ -67,13 +100,13 @@ class KNeighborsClassifier(BaseEstimator):
         check_n_features(self, x, reset=True)
         self.classes_ = replicated(torch.unique(y))
         self._fit_x = x
-        self._fit_codes = torch.searchsorted(self.classes_, y) + torch.zeros_like(x[:, 0], dtype=torch.int64)
+        self._fit_codes = rows_like(torch.searchsorted(self.classes_, y), x)  # (its chunks are x's)
         self.n_samples_fit_ = x.shape[0]
         return self
 
-    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
-        """Distances and global indices of the nearest training samples of every query row,
-        ``(n_queries, n_neighbors)`` each, nearest first (laid out like ``X``'s rows)."""
+    def _search(self, X, n_neighbors):
+        """The query rows (checked) and, for this rank's ones, the squared distances, global
+        indices and class codes of their ``k`` nearest training samples, nearest first."""
         check_is_fitted(self, "classes_")
         k = self.n_neighbors if n_neighbors is None else n_neighbors
         if k > self.n_samples_fit_:
@@ -82,39 +115,57 @@ class KNeighborsClassifier(BaseEstimator):
         q = check_array(X)
         check_n_features(self, q, reset=False)
         q = q.to(self._fit_x.dtype)
-        best_d = best_i = None
-        norms = (q * q).sum(1)
-        for start, rows in chunks(self._fit_x):
-            top = torch.topk(squared_distances(q, rows, norms), min(k, rows.shape[0]), dim=1, largest=False, sorted=True)
-            dist, index = top.values, top.indices + start  # (a column of the chunk: its global index)
-            if best_d is not None:  # merged with the running best: a top-k of 2k candidates, no copy of the chunk's
-                dist, index = torch.cat([best_d, dist], 1), torch.cat([best_i, index], 1)
-                top = torch.topk(dist, min(k, dist.shape[1]), dim=1, largest=False, sorted=True)
-                dist, index = top.values, index.gather(1, top.indices)
-            best_d, best_i = dist, index
-        return (best_d.sqrt(), best_i) if return_distance else best_i
+        local = q.local if isinstance(q, DistTensor) else q
+        n = local.shape[0]
+        best_d = local.new_full((n, k), float("inf"))
+        # a neighbour's tag is its global index times the number of classes plus its class code
+        best_t = torch.zeros(n, k, dtype=torch.int64, device=local.device)
+        n_classes = self.classes_.shape[0]
+        for (start, rows), (_, codes) in zip(chunks(self._fit_x), chunks(self._fit_codes)):
+            norms = (rows * rows).sum(1)
+            tags = torch.arange(start, start + rows.shape[0], device=codes.device) * n_classes + codes
+            for i in range(0, n, _QUERIES):
+                queries, top = local[i:i + _QUERIES], slice(i, i + _QUERIES)
+                for j in range(0, rows.shape[0], _COLUMNS):
+                    # |t|^2 - 2 q . t: the same ranking along a row as |q - t|^2
+                    d = torch.addmm(norms[j:j + _COLUMNS], queries, rows[j:j + _COLUMNS].T, alpha=-2)
+                    values, columns = _block_candidates(d, k)
+                    merged = torch.topk(torch.cat([best_d[top], values], 1), k, dim=1, largest=False, sorted=True)
+                    best_t[top] = torch.cat([best_t[top], tags[j:j + _COLUMNS][columns]], 1).gather(1, merged.indices)
+                    best_d[top] = merged.values
+        best_d = best_d.add_((local * local).sum(1, keepdim=True)).clamp_(min=0)
+        best_i, best_c = best_t.div(n_classes, rounding_mode="floor"), best_t.remainder(n_classes)
+        return q, best_d, best_i, best_c
 
-    def _labels_of(self, index):
-        """The class codes of training samples given by global index (a fetch of ``k`` labels per query)."""
-        return self._fit_codes[index]
+    def kneighbors(self, X=None, n_neighbors=None, return_distance=True):
+        """Distances and global indices of the nearest training samples of every query row,
+        ``(n_queries, n_neighbors)`` each, nearest first (laid out like ``X``'s rows)."""
+        q, dist, index, _ = self._search(X, n_neighbors)
+        index = _rows_like(q, index)
+        return (_rows_like(q, dist.sqrt_()), index) if return_distance else index
 
-    def predict_proba(self, X):
-        """Class probabilities of every query row, ``(n_queries, n_classes)``."""
-        dist, index = self.kneighbors(X)
-        codes = self._labels_of(index)
+    def _proba(self, X):
+        """The query rows and this rank's rows of their class probabilities (plain)."""
+        q, dist, _, codes = self._search(X, None)
         if self.weights == "uniform":
             votes = torch.ones_like(dist)
         else:
+            dist = dist.sqrt_()
             exact = dist == 0
             votes = torch.where(exact.any(1, keepdim=True), exact.to(dist.dtype), 1 / torch.where(exact, 1, dist))
-        onehot = codes[:, :, None] == torch.arange(self.classes_.shape[0], device=codes.device)
-        proba = (onehot * votes[:, :, None]).sum(1)
-        return proba / proba.sum(1, keepdim=True)
+        proba = torch.zeros(dist.shape[0], self.classes_.shape[0], dtype=dist.dtype, device=dist.device)
+        proba.scatter_add_(1, codes, votes)
+        return q, proba / proba.sum(1, keepdim=True)
+
+    def predict_proba(self, X):
+        """Class probabilities of every query row, ``(n_queries, n_classes)``."""
+        q, proba = self._proba(X)
+        return _rows_like(q, proba)
 
     def predict(self, X):
         """The class of every query row (laid out like ``X``'s rows)."""
-        best = self.predict_proba(X).argmax(1)
-        return self.classes_[best]
+        q, proba = self._proba(X)
+        return _rows_like(q, self.classes_.to(proba.device)[proba.argmax(1)])
 
     def score(self, X, y):
         """Mean accuracy on ``X`` and ``y``."""

@@ -1,9 +1,12 @@
 """StandardScaler, MinMaxScaler, MaxAbsScaler, RobustScaler and Normalizer (scikit-learn's).
 
-``fit`` reduces over the samples (global means, variances, extremes: one allreduce each;
-RobustScaler's quantiles: torchheat's distributed selection), keeping the statistics as
-small plain tensors; ``transform`` and ``inverse_transform`` are elementwise on every rank's
-rows. Constant features get a scale of 1, as in scikit-learn.
+``fit`` reduces over the samples (extremes: one allreduce each; RobustScaler's quantiles:
+torchheat's distributed selection; StandardScaler's means and variances: one pass over
+every rank's rows in blocks that stay in cache, each block's mean and sum of squared
+deviations, merged by Chan's formula after one allgather of the blocks' statistics),
+keeping the statistics as small plain tensors; ``transform`` is one fused elementwise
+kernel (``x * a + b``) on every rank's rows, and ``fit_transform`` does not check the data a
+second time. Constant features get a scale of 1, as in scikit-learn.
 
 Examples
 --------
@@ -17,9 +20,13 @@ from __future__ import annotations
 import torch
 
 from ..base import BaseEstimator, TransformerMixin, check_is_fitted
+from ..comm import functional as cf
+from ..tensor import DistTensor
 from ..validation import check_array, check_n_features, check_sample_weight, replicated
 
 __all__ = ["StandardScaler", "MinMaxScaler", "MaxAbsScaler", "RobustScaler", "Normalizer"]
+
+_ROWS = 4096  # rows per block of the moments: a block stays in cache between its two passes
 
 
 def handle_zeros_in_scale(scale: torch.Tensor, constant=None) -> torch.Tensor:
@@ -27,6 +34,39 @@ def handle_zeros_in_scale(scale: torch.Tensor, constant=None) -> torch.Tensor:
     if constant is None:
         constant = scale < 10 * torch.finfo(scale.dtype).eps
     return torch.where(constant, torch.ones_like(scale), scale)
+
+
+def moments(x: torch.Tensor, sample_weight=None):
+    """Global ``(total weight, mean, variance)`` of every feature of ``x``'s rows (population
+    variance, weighted by ``sample_weight`` if given).
+
+    Every block of ``_ROWS`` local rows gives its weight, mean and sum of squared deviations
+    (the block read twice while in cache, no copy of the data); the blocks of all ranks are
+    merged by Chan's formula, ``M2 = sum M2_b + sum n_b (mean_b - mean)^2`` (no cancellation),
+    after one allgather of their statistics."""
+    local = x.local if isinstance(x, DistTensor) else x
+    w = sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight
+    n, f = local.shape
+    stats = local.new_zeros(-(-n // _ROWS), 1 + 2 * f)  # per block: weight, mean, M2
+    buffer = local.new_empty(min(n, _ROWS), f)
+    for b, start in enumerate(range(0, n, _ROWS)):
+        rows, weight, mean, m2 = local[start:start + _ROWS], stats[b, 0], stats[b, 1:f + 1], stats[b, f + 1:]
+        if w is None:
+            weight.fill_(rows.shape[0])
+            torch.sum(rows, 0, out=mean).div_(rows.shape[0])
+        else:
+            wb = w[start:start + _ROWS]
+            weight.copy_(wb.sum())
+            torch.mv(rows.T, wb, out=mean).div_(weight.clamp(min=torch.finfo(local.dtype).tiny))
+        deviation = torch.sub(rows, mean, out=buffer[:rows.shape[0]]).square_()
+        torch.sum(deviation, 0, out=m2) if w is None else torch.mv(deviation.T, wb, out=m2)
+    if isinstance(x, DistTensor) and x.split_dim is not None:
+        stats = cf.all_gather(stats, x.comm, tuple(-(-c // _ROWS) for c in x.counts), 0)
+    weights, means = stats[:, :1], stats[:, 1:f + 1]
+    total = weights.sum()
+    mean = (weights * means).sum(0) / total
+    m2 = stats[:, f + 1:].sum(0) + (weights * (means - mean).square()).sum(0)
+    return total, mean, m2 / total
 
 
 class _Scaler(TransformerMixin, BaseEstimator):
@@ -40,15 +80,25 @@ class _Scaler(TransformerMixin, BaseEstimator):
     def _offset_scale(self):
         raise NotImplementedError
 
+    def _apply(self, x):
+        """The transform of checked data: ``x * (1 / scale) - offset / scale`` in one kernel."""
+        offset, scale = self._offset_scale()
+        if scale is None:
+            return x - offset.to(x.dtype) if offset is not None else x.clone()
+        inverse = 1 / scale.to(x.dtype)
+        if offset is None:
+            return x * inverse
+        return torch.addcmul(-offset.to(x.dtype) * inverse, x, inverse)
+
     def transform(self, X):
         """Scale ``X`` (laid out like ``X``)."""
         check_is_fitted(self, "n_features_in_")
-        x = self._check(X, reset=False)
-        offset, scale = self._offset_scale()
-        if offset is None:
-            return x / scale.to(x.dtype) if scale is not None else x
-        out = x - offset.to(x.dtype)
-        return out.div_(scale.to(x.dtype)) if scale is not None else out  # (in place: one new tensor)
+        return self._apply(self._check(X, reset=False))
+
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit`` then ``transform``; the data, checked by ``fit``, are not checked again."""
+        self.fit(X, y, **fit_params)
+        return self._apply(check_array(X, allow_nan=True))
 
     def inverse_transform(self, X):
         """Undo :meth:`transform`."""
@@ -82,17 +132,18 @@ class StandardScaler(_Scaler):
 
     def fit(self, X, y=None, sample_weight=None):
         """Compute the mean and standard deviation of every feature; returns self."""
-        x = self._check(X, reset=True)
-        # (without weights, no weighted copy of the data: the same sums in fewer passes)
-        w = None if sample_weight is None else check_sample_weight(sample_weight, x)[:, None]
-        total = replicated(w.sum()) if w is not None else torch.tensor(float(x.shape[0]), dtype=x.dtype)
-        mean = replicated((x if w is None else x * w).sum(0)) / total
+        # the finiteness of the data is read from the statistics: no pass of its own
+        x = check_array(X, allow_nan=True)
+        check_n_features(self, x, reset=True)
+        w = None if sample_weight is None else check_sample_weight(sample_weight, x)
+        total, mean, var = moments(x, w)
+        if not bool(torch.isfinite(mean).all() and torch.isfinite(var).all()):
+            check_array(X)  # raises scikit-learn's error for NaN or infinite data
         self.n_samples_seen_ = int(x.shape[0]) if sample_weight is None else float(total)
         self.mean_ = mean if self.with_mean or self.with_std else None
         self.var_ = self.scale_ = None
         if self.with_std:
-            deviation = (x - mean).square_()
-            self.var_ = replicated((deviation if w is None else deviation * w).sum(0)) / total
+            self.var_ = var
             eps = torch.finfo(torch.float64).eps
             n = float(total)
             constant = self.var_ <= n * eps * self.var_ + (n * mean * eps) ** 2  # scikit-learn's constant features
@@ -132,9 +183,7 @@ class MinMaxScaler(_Scaler):
         self.n_samples_seen_ = int(x.shape[0])
         return self
 
-    def transform(self, X):
-        check_is_fitted(self, "scale_")
-        x = self._check(X, reset=False)
+    def _apply(self, x):
         out = x * self.scale_.to(x.dtype) + self.min_.to(x.dtype)
         return out.clamp(*self.feature_range) if self.clip else out
 
