@@ -26,7 +26,7 @@ from torch._C import DisableTorchFunctionSubclass
 from .. import dispatch as d
 from ..ops.linalg import matmul_layout
 from ..tensor import DistTensor
-from . import batch, eigh, lowrank, pivoted_lu, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
+from . import batch, composite, eigh, lowrank, pivoted_lu, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
 from .iterative import cg, lanczos
 
 
