@@ -1,6 +1,8 @@
-"""Solvers of split square matrices: ``linalg.solve``, ``inv``, ``det``, ``slogdet`` by the
-column-block LU of :mod:`torchheat.linalg.lu`, ``cholesky`` by a right-looking blocked
-Cholesky, ``lstsq`` of tall row-split matrices through TSQR.
+"""Solvers of split square matrices: ``linalg.solve``, ``inv`` (and their ``_ex`` forms,
+which return LAPACK's ``info``), ``det``, ``slogdet`` by the column-block LU of
+:mod:`torchheat.linalg.lu`, ``cholesky`` by a right-looking blocked Cholesky,
+``solve_triangular``, and ``lstsq`` (QR for ``gels``, the pseudo-inverse for the
+rank-revealing drivers).
 
 The matrix is moved to the column split (one all-to-all) and factored there; a right-hand
 side is solved for its own columns on every rank (replicated right-hand sides on every
