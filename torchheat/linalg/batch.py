@@ -128,10 +128,9 @@ def run_batched(func, name: str, args: tuple, kwargs: dict, ref: DistTensor, ref
     def wrap_one(o):
         if not isinstance(o, torch.Tensor):
             return o
-        if not o.numel() and differentiable and not o.requires_grad and (o.is_floating_point() or o.is_complex()) \
-                and torch.is_grad_enabled():
-            # torch's result for an empty batch has no graph; the operands' exchanges must still
-            # be in this rank's backward (the other ranks wait for them there)
+        if not o.numel() and differentiable and (o.is_floating_point() or o.is_complex()) and torch.is_grad_enabled():
+            # torch's result for an empty batch has no graph (or one that gives no gradient); the
+            # operands' exchanges must still be in this rank's backward (the other ranks wait there)
             o = o + sum(t.sum().real for t in differentiable) * 0
         if o.dim() >= nb and tuple(o.shape[:nb]) == tuple(Bl) and nb - k >= 0:
             return wrap(o, nb - k, comm, torch.Size(tuple(B) + tuple(o.shape[nb:])), ref._counts)
