@@ -101,10 +101,7 @@ EXCLUDED = {
     "view": "view raises torch's view error where the rows of the view would span ranks (by design, as reshape copies)",
     **{f"linalg.{name}": "no distributed algorithm yet for a matrix split along a matrix axis (batch-split inputs run "
                          "locally)"
-       for name in ("cross", "diagonal", "matrix_sqrth", "eig", "eigvals", "householder_product",
-                    "ldl_factor", "ldl_factor_ex", "ldl_solve", "polar", "vander", "inv_ex", "solve_ex", "tensorinv", "tensorsolve")},
-    "linalg.lstsq": "lstsq runs through TSQR for a tall row-split matrix only; its OpInfo samples are square or wide",
-    "linalg.lstsq.grad_oriented": "lstsq runs through TSQR for a tall row-split matrix only",
+       for name in ("eig", "eigvals", "ldl_factor", "ldl_factor_ex", "ldl_solve")},
     "nn.functional.multi_head_attention_forward": "its one OpInfo sample runs in training with dropout 0.5: the mask "
                                                   "comes from torchheat's random stream (the same for every process "
                                                   "count), not from torch's global generator (tests/test_nn_layers.py)",

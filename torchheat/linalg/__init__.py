@@ -5,8 +5,9 @@
 operands locally (:mod:`.batch`), split matrices by TSQR and blocked QR (:mod:`.qr`),
 LU and triangular sweeps over column blocks (:mod:`.lu`, :mod:`.solve`), SVD and norms
 (:mod:`.svd`, with the Jacobi SVD of :mod:`.jacobi`), symmetric eigensolvers (:mod:`.eigh`),
-the LU interface (:mod:`.pivoted_lu`), randomized low-rank SVD (:mod:`.lowrank`) and the
-iterative ``cg`` and ``lanczos`` (:mod:`.iterative`). Here also are the calls that take a layout.
+the LU interface (:mod:`.pivoted_lu`), randomized low-rank SVD (:mod:`.lowrank`), the
+functions composed of distributed steps (``cross``, ``vander``, ``polar``, ``tensorsolve``,
+... in :mod:`.composite`) and the iterative ``cg`` and ``lanczos`` (:mod:`.iterative`). Here also are the calls that take a layout.
 
 Examples
 --------
@@ -26,7 +27,7 @@ from torch._C import DisableTorchFunctionSubclass
 from .. import dispatch as d
 from ..ops.linalg import matmul_layout
 from ..tensor import DistTensor
-from . import batch, eigh, lowrank, pivoted_lu, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
+from . import batch, composite, eigh, lowrank, pivoted_lu, qr, solve, svd  # noqa: F401  (register the torch.linalg rules)
 from .iterative import cg, lanczos
 
 

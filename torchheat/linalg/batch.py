@@ -35,7 +35,8 @@ CORE = {
     "linalg.inv": (2,), "linalg.inv_ex": (2,), "linalg.ldl_factor": (2,), "linalg.ldl_factor_ex": (2,),
     "linalg.ldl_solve": (2, 1, 2), "linalg.lstsq": (2, 2), "linalg.lu": (2,), "linalg.lu_factor": (2,),
     "linalg.lu_factor_ex": (2,), "linalg.lu_solve": (2, 1, 2), "linalg.matrix_exp": (2,), "linalg.matrix_power": (2,),
-    "linalg.matrix_rank": (2, 0, 0), "linalg.pinv": (2, 0, 0), "linalg.qr": (2,), "linalg.slogdet": (2,),
+    "linalg.matrix_sqrth": (2,), "linalg.matrix_rank": (2, 0, 0), "linalg.pinv": (2, 0, 0), "linalg.polar": (2,),
+    "linalg.qr": (2,), "linalg.slogdet": (2,),
     "linalg.solve": (2, 2), "linalg.solve_ex": (2, 2), "linalg.solve_triangular": (2, 2), "linalg.svd": (2,),
     "linalg.svdvals": (2,), "linalg.vander": (1,), "linalg.matrix_norm": (2,), "linalg.norm": (2,),
     "det": (2,), "logdet": (2,), "slogdet": (2,), "inverse": (2,), "cholesky_solve": (2, 2),
@@ -127,10 +128,9 @@ def run_batched(func, name: str, args: tuple, kwargs: dict, ref: DistTensor, ref
     def wrap_one(o):
         if not isinstance(o, torch.Tensor):
             return o
-        if not o.numel() and differentiable and not o.requires_grad and (o.is_floating_point() or o.is_complex()) \
-                and torch.is_grad_enabled():
-            # torch's result for an empty batch has no graph; the operands' exchanges must still
-            # be in this rank's backward (the other ranks wait for them there)
+        if not o.numel() and differentiable and (o.is_floating_point() or o.is_complex()) and torch.is_grad_enabled():
+            # torch's result for an empty batch has no graph (or one that gives no gradient); the
+            # operands' exchanges must still be in this rank's backward (the other ranks wait there)
             o = o + sum(t.sum().real for t in differentiable) * 0
         if o.dim() >= nb and tuple(o.shape[:nb]) == tuple(Bl) and nb - k >= 0:
             return wrap(o, nb - k, comm, torch.Size(tuple(B) + tuple(o.shape[nb:])), ref._counts)

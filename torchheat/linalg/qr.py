@@ -14,6 +14,9 @@ Gram-Schmidt over the column blocks otherwise; the same Q and R as LAPACK.
   of ``Q S - I`` on its top square, Ballard et al. 2014) finds those signs, so the results
   are torch's (and independent of the process count).
 
+``linalg.householder_product`` applies the reflectors to the identity's columns on the
+row-split matrix, one allreduce of a row per reflector.
+
 Both schemes are built from local torch ops and differentiable collectives, so gradients
 are exact. ``mode='complete'`` of a tall matrix adds the orthogonal complement from the
 reconstructed Householder vectors (``Q = I - V T V^H``), without gradient (as torch).
@@ -174,3 +177,47 @@ def qr(func, args, kwargs):
     if mode == "r":
         q = wrap(q.local.new_zeros(0), None, x._comm, torch.Size((0,)))
     return torch.return_types.linalg_qr((q, r))
+
+
+# -- Householder products ------------------------------------------------------------------------
+def householder_rows(a: torch.Tensor, tau: torch.Tensor, counts, comm) -> torch.Tensor:
+    """This rank's rows of ``H_1 ... H_k`` (its first n columns) for the row-split ``m x n``
+    A holding the reflectors ``v_i`` below its diagonal (unit diagonal implied) and the
+    replicated ``tau`` (k): the reflectors applied last to first to the identity's columns,
+    each ``Q -= tau_i v_i (v_i^H Q)`` with one allreduce of the row ``v_i^H Q``."""
+    start = layout.offsets(counts)[comm.rank]
+    rows = torch.arange(start, start + a.shape[0], device=a.device)[:, None]
+    cols = torch.arange(a.shape[1], device=a.device)[None, :]
+    eye = (rows == cols).to(a.dtype)
+    v = torch.where(rows > cols, a, eye)
+    tau = cf.enter_replicated(tau, comm)
+    q = eye
+    for i in reversed(range(tau.shape[0])):
+        vi = v[:, i:i + 1]
+        w = cf.enter_replicated(cf.all_reduce(vi.mH @ q, comm), comm)
+        q = q - tau[i] * (vi @ w)
+    return q
+
+
+def _householder_sig(input, tau, *, out=None):
+    return input, tau, out
+
+
+@batch.algorithm("linalg.householder_product")
+def householder_product(func, args, kwargs):
+    """``linalg.householder_product(A, tau)`` of an ``m x n`` A (split along rows: no exchange;
+    along columns: moved to rows and back; replicated, with a split tau: its rows kept), tau
+    (at most n entries) replicated on every rank."""
+    a, tau, out = _householder_sig(*args, **kwargs)
+    sa, st = d.shape_of(a), d.shape_of(tau)
+    if len(sa) != 2 or len(st) != 1 or out is not None:
+        return d.no_rule(func, args, kwargs)
+    if sa[0] < sa[1] or st[0] > sa[1] or a.dtype != tau.dtype or not (a.is_floating_point() or a.is_complex()):
+        d.raise_global_error(func, args, kwargs)
+    comm = d.common_comm(t for t in (a, tau) if isinstance(t, DistTensor))
+    if not isinstance(a, DistTensor):
+        a = wrap(a, None, comm, sa)
+    rows = a if a._split == 0 else a.resplit(0)  # (a replicated A: each rank keeps its rows)
+    t = tau.resplit(None).local if isinstance(tau, DistTensor) else tau  # k numbers, fewer than A's columns
+    q = wrap(householder_rows(rows.local, t, rows._counts, comm), 0, comm, sa, rows._counts)
+    return d.to_layout(q, a._split, a._counts)

@@ -1,6 +1,8 @@
-"""Solvers of split square matrices: ``linalg.solve``, ``inv``, ``det``, ``slogdet`` by the
-column-block LU of :mod:`torchheat.linalg.lu`, ``cholesky`` by a right-looking blocked
-Cholesky, ``lstsq`` of tall row-split matrices through TSQR.
+"""Solvers of split square matrices: ``linalg.solve``, ``inv`` (and their ``_ex`` forms,
+which return LAPACK's ``info``), ``det``, ``slogdet`` by the column-block LU of
+:mod:`torchheat.linalg.lu`, ``cholesky`` by a right-looking blocked Cholesky,
+``solve_triangular``, and ``lstsq`` (QR for ``gels``, the pseudo-inverse for the
+rank-revealing drivers).
 
 The matrix is moved to the column split (one all-to-all) and factored there; a right-hand
 side is solved for its own columns on every rank (replicated right-hand sides on every
@@ -27,7 +29,6 @@ from ..tensor import DistTensor, wrap
 from . import batch
 from .common import broadcast, distributed, needs_grad, tie
 from .lu import diagonal_part, factor, lu_solve, tri_solve
-from .qr import tsqr
 
 
 def _square(func, args, kwargs, a) -> None:
@@ -40,28 +41,32 @@ def _columns(a: DistTensor) -> DistTensor:
 
 
 def _singular(name: str, info: int):
-    if name == "inv":
-        return torch.linalg.LinAlgError(f"linalg.inv: The diagonal element {info} is zero, the inversion could not be "
+    if name.startswith("inv"):
+        return torch.linalg.LinAlgError(f"linalg.{name}: The diagonal element {info} is zero, the inversion could not be "
                                         "completed because the input matrix is singular.")
     return torch.linalg.LinAlgError(f"torch.linalg.{name}: The solver failed because the input matrix is singular.")
 
 
 class _Solve(torch.autograd.Function):
     """``X = A^-1 B`` for the column-split A (local columns) and a right-hand side held with
-    all its rows (replicated, or this rank's columns: ``b_split``)."""
+    all its rows (replicated, or this rank's columns: ``b_split``), and LAPACK's ``info``
+    (the first zero pivot, 1-based; the same on every rank). A singular A raises when
+    ``check``; otherwise X holds what the zero pivot leaves (inf, nan), as in torch."""
 
     @staticmethod
-    def forward(ctx, a, b, counts, comm, b_split, b_counts, name):
+    def forward(ctx, a, b, counts, comm, b_split, b_counts, name, check):
         f = factor(a, counts, comm)
-        if f.info:
+        if f.info and check:
             raise _singular(name, f.info)
         x = lu_solve(f, comm, b)
         ctx.meta = (counts, comm, b_split, b_counts, name)
         ctx.save_for_backward(a, x)
-        return x
+        info = torch.tensor(f.info, dtype=torch.int32)
+        ctx.mark_non_differentiable(info)
+        return x, info
 
     @staticmethod
-    def backward(ctx, gx):
+    def backward(ctx, gx, _):
         counts, comm, b_split, b_counts, name = ctx.meta
         a, x = ctx.saved_tensors
         n = a.shape[0]
@@ -72,7 +77,7 @@ class _Solve(torch.autograd.Function):
         with distributed():
             gb = solve_matrix(A.mH, G, name)
             ga = d.to_layout(matmul_layout(-gb, X.mH, comm, 1), 1, counts) if ctx.needs_input_grad[0] else None
-        return (ga.local if ga is not None else None), gb.local, None, None, None, None, None
+        return (ga.local if ga is not None else None), gb.local, None, None, None, None, None, None
 
 
 from ..ops.linalg import matmul_layout  # noqa: E402
@@ -85,48 +90,82 @@ def _right_hand_side(b, comm):
     return (d.to_layout(b, None, None) if isinstance(b, DistTensor) else wrap(b, None, comm, b.shape)), None, None
 
 
-def solve_matrix(a: DistTensor, b, name: str = "solve") -> DistTensor:
-    """``A^-1 B`` for a split square A and an ``n x k`` B (any layout); X in B's layout
+def solve_matrix_ex(a: DistTensor, b, name: str = "solve", check: bool = True):
+    """``A^-1 B`` for a split square A and an ``n x k`` B (any layout), and ``info`` (a
+    replicated int32 scalar, 0 unless A is singular; see :class:`_Solve`); X in B's layout
     (a row-split B's rows are gathered: ``n x k`` per rank)."""
     comm = a._comm
     ac = _columns(a)
     bl, split, counts = _right_hand_side(b, comm)
-    x = _Solve.apply(ac.local, bl.local, ac._counts, comm, split, counts, name)
+    x, info = _Solve.apply(ac.local, bl.local, ac._counts, comm, split, counts, name, check)
     out = wrap(x, split, comm, d.shape_of(b), counts)
     if isinstance(b, DistTensor) and b._split == 0:
         out = d.to_layout(out, 0, b._counts)
-    return out
+    return out, wrap(info, None, comm, torch.Size(()))
+
+
+def solve_matrix(a: DistTensor, b, name: str = "solve") -> DistTensor:
+    """``A^-1 B`` as :func:`solve_matrix_ex`, raising torch's error for a singular A."""
+    return solve_matrix_ex(a, b, name)[0]
 
 
 def _solve_sig(A, B, *, left=True, out=None):
-    return A, B, left
+    return A, B, left, True
 
 
-@batch.algorithm("linalg.solve")
+def _solve_ex_sig(A, B, *, left=True, check_errors=False, out=None):
+    return A, B, left, check_errors
+
+
+@batch.algorithm("linalg.solve", "linalg.solve_ex")
 def solve(func, args, kwargs):
-    """``linalg.solve(A, B)`` for a split square A."""
-    a, b, left = _solve_sig(*args, **kwargs)
-    if not isinstance(a, DistTensor) or a._split is None or not left:
+    """``linalg.solve(A, B)`` and ``solve_ex`` (with ``info``) for a split square A
+    (``left=False`` as the transposed problem ``A^T X^T = B^T``)."""
+    ex = func is torch.linalg.solve_ex
+    a, b, left, check = (_solve_ex_sig if ex else _solve_sig)(*args, **kwargs)
+    if not isinstance(a, DistTensor) or a._split is None or kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
     _square(func, args, kwargs, a)
     sb = d.shape_of(b)
-    if a.dtype != b.dtype or len(sb) not in (1, 2) or sb[0] != a._gshape[0]:
+    if a.dtype != b.dtype or len(sb) not in (1, 2) or sb[0 if left or len(sb) == 1 else 1] != a._gshape[0]:
         d.raise_global_error(func, args, kwargs)
-    if len(sb) == 1:
-        with distributed():
-            return solve_matrix(a, b.unsqueeze(-1)).squeeze(-1)
-    return solve_matrix(a, b)
+    name = "solve_ex" if ex else "solve"
+    with distributed():
+        if len(sb) == 1:
+            x, info = solve_matrix_ex(a, b.unsqueeze(-1), name, check)
+            x = x.squeeze(-1)
+        elif left:
+            x, info = solve_matrix_ex(a, b, name, check)
+        else:
+            bt = b.mT if isinstance(b, DistTensor) else wrap(b.mT, None, a._comm, b.mT.shape)
+            x, info = solve_matrix_ex(a.mT, bt, name, check)
+            x = x.mT
+    return torch.return_types.linalg_solve_ex((x, info)) if ex else x
 
 
-@batch.algorithm("linalg.inv", "inverse")
-def inv(func, args, kwargs):
-    """``linalg.inv``: the solve of ``A X = I`` with I split along its columns."""
-    a = args[0] if args else kwargs["A" if "A" in kwargs else "input"]
-    _square(func, args, kwargs, a)
+def inverse(a: DistTensor, name: str = "inv", check: bool = True):
+    """``A^-1`` of a split square A in A's layout (the solve of ``A X = I``, I split along its
+    columns), and ``info`` as :func:`solve_matrix_ex`."""
     from ..ops.creation import eye
     n = a._gshape[0]
-    x = solve_matrix(a, eye(n, split=1, dtype=a.dtype, device=a.device, comm=a._comm), "inv")
-    return d.to_layout(x, a._split, a._counts)
+    x, info = solve_matrix_ex(a, eye(n, split=1, dtype=a.dtype, device=a.device, comm=a._comm), name, check)
+    return d.to_layout(x, a._split, a._counts), info
+
+
+def _inv_ex_sig(A, *, check_errors=False, out=None):
+    return A, check_errors
+
+
+@batch.algorithm("linalg.inv", "inverse", "linalg.inv_ex")
+def inv(func, args, kwargs):
+    """``linalg.inv`` and ``inv_ex`` (with ``info``, raising only with ``check_errors``)."""
+    if func is torch.linalg.inv_ex:
+        a, check = _inv_ex_sig(*args, **kwargs)
+        _square(func, args, kwargs, a)
+        return torch.return_types.linalg_inv_ex(inverse(a, "inv_ex", check))
+    a = args[0] if args else kwargs["A" if "A" in kwargs else "input"]
+    _square(func, args, kwargs, a)
+    return inverse(a)[0]
 
 
 class _LogDet(torch.autograd.Function):
@@ -244,35 +283,64 @@ def _lstsq_sig(A, B, rcond=None, *, driver=None):
     return A, B, rcond, driver
 
 
+DRIVERS = ("gels", "gelsy", "gelsd", "gelss")
+
+
+def _full_rank_error(r) -> None:
+    """torch's error where the triangular factor has an exact zero on its diagonal (gels)."""
+    with distributed():
+        zero = r.diagonal() == 0
+        if bool(zero.any()):
+            code = int(zero.to(torch.uint8).argmax()) + 1
+            raise torch.linalg.LinAlgError("torch.linalg.lstsq: The least squares solution could not be computed because "
+                                           f"the input matrix does not have full rank (error code: {code}).")
+
+
 @batch.algorithm("linalg.lstsq")
 def lstsq(func, args, kwargs):
-    """``linalg.lstsq`` of a tall row-split A (full column rank): ``R^-1 Q^H B`` by TSQR."""
+    """``linalg.lstsq(A, B, rcond, driver)`` of an ``m x n`` A (split, or replicated with a
+    split B); the solution in the layout the products give.
+
+    ``gels`` (QR, A of full rank): ``X = R^-1 Q^H B`` from ``A = Q R`` when m >= n (TSQR for
+    a tall row-split A), the minimum-norm ``X = Q R^-H B`` from ``A^H = Q R`` when m < n.
+    ``gelsy`` (the default), ``gelsd``, ``gelss`` (rank-revealing): ``X = pinv(A) B`` with
+    the singular values above ``rcond * s_max`` (default ``rcond``: ``eps * max(m, n)``), the
+    minimum-norm least-squares solution also of a rank-deficient A; ``rank`` is their number.
+    Residuals (``|A X - B|^2`` per column) as torch: for m > n, not for ``gelsy``, and for the
+    rank-revealing drivers only when A has full rank."""
     a, b, rcond, driver = _lstsq_sig(*args, **kwargs)
-    m, n = a._gshape[-2:] if a.dim() == 2 else (0, 1)
-    if a.dim() != 2 or m < n or not isinstance(b, torch.Tensor) or d.shape_of(b)[0] != m or a._split is None:
-        return d.no_rule(func, args, kwargs)
-    comm = a._comm
-    x = a if a._split == 0 else a.resplit(0)
-    q, r = tsqr(x.local, x._counts, comm)
-    qd = wrap(q, 0, comm, torch.Size((m, n)), x._counts)
-    with distributed():
-        qtb = matmul_layout(qd.mH, b, comm, None).resplit(None)  # the small Q^H B, replicated
-        sol = torch.linalg.solve_triangular(wrap(r, None, comm, r.shape), qtb if qtb.dim() == 2 else qtb.unsqueeze(-1), upper=True)
-        if qtb.dim() == 1:
-            sol = sol.squeeze(-1)
     driver = driver or "gelsy"
-    empty = wrap(r.new_zeros(0), None, comm, torch.Size((0,)))
-    rank = wrap(torch.tensor(n if driver != "gels" else 0), None, comm, torch.Size(())) if driver != "gels" else \
-        wrap(torch.zeros(0, dtype=torch.int64), None, comm, torch.Size((0,)))
-    if driver in ("gelsd", "gelss"):
-        sv = wrap(torch.linalg.svdvals(r.detach()), None, comm, torch.Size((n,)))
-    else:
-        sv = empty
-    residuals = empty
-    if driver != "gelsy" and m > n:
-        with distributed():
-            residuals = ((a @ sol - b) if sol.dim() == 2 else (a @ sol - b).unsqueeze(-1)).abs().pow(2).sum(0)
-    return torch.return_types.linalg_lstsq((sol, residuals, rank, sv))
+    sa, sb = d.shape_of(a), d.shape_of(b) if isinstance(b, torch.Tensor) else None
+    if len(sa) != 2 or sb is None or len(sb) not in (1, 2) or sb[0] != sa[0] or a.dtype != b.dtype \
+            or driver not in DRIVERS or not (a.is_floating_point() or a.is_complex()):
+        d.raise_global_error(func, args, kwargs)
+    comm = d.common_comm(t for t in (a, b) if isinstance(t, DistTensor))
+    (m, n), vector = sa, len(sb) == 1
+    if not isinstance(a, DistTensor) or a._split is None:  # a replicated A: split it (no communication)
+        a = (a if isinstance(a, DistTensor) else wrap(a, None, comm, a.shape)).resplit(0)
+    real = a.real.dtype if a.is_complex() else a.dtype
+    empty = wrap(torch.zeros(0, dtype=real), None, comm, torch.Size((0,)))
+    with distributed():
+        bm = b.unsqueeze(-1) if vector else b
+        if driver == "gels":
+            q, r = torch.linalg.qr(a if m >= n else a.mH)
+            _full_rank_error(r)
+            x = torch.linalg.solve_triangular(r, q.mH @ bm, upper=True) if m >= n else \
+                q @ torch.linalg.solve_triangular(r.mH, bm, upper=False)
+            rank, sv, full_rank = wrap(torch.zeros(0, dtype=torch.int64), None, comm, torch.Size((0,))), empty, True
+        else:
+            from .svd import pseudo_inverse
+            p, s, cut = pseudo_inverse(a, None, rcond)
+            x = p @ bm
+            rank = (s > cut).sum()
+            sv = s if driver in ("gelsd", "gelss") else empty
+            full_rank = int(rank) == n
+        residuals = empty
+        if m > n and driver != "gelsy" and full_rank:
+            residuals = (a @ x - bm).abs().pow(2).sum(0).to(real)
+        if vector:
+            x = x.squeeze(-1)
+    return torch.return_types.linalg_lstsq((x, residuals, rank, sv))
 
 
 # -- triangular solves ---------------------------------------------------------------------------
@@ -326,11 +394,18 @@ def solve_triangular(func, args, kwargs):
     """``linalg.solve_triangular`` with a split triangular A (``left=False`` as the
     transposed problem ``A^T X^T = B^T``)."""
     a, b, upper, left, unit = _tri_sig(*args, **kwargs)
-    if not isinstance(a, DistTensor) or a._split is None or a.dim() != 2 or d.shape_of(b).__len__() != 2:
+    if a.dim() != 2 or d.shape_of(b).__len__() != 2 or kwargs.get("out") is not None:
         return d.no_rule(func, args, kwargs)
-    _square(func, args, kwargs, a)
-    if a.dtype != b.dtype or d.shape_of(b)[0 if left else 1] != a._gshape[0]:
+    sa, sb = d.shape_of(a), d.shape_of(b)
+    if sa[0] != sa[1] or a.dtype != b.dtype or sb[0 if left else 1] != sa[0] or not (a.is_floating_point() or a.is_complex()):
         d.raise_global_error(func, args, kwargs)
+    if not isinstance(a, DistTensor) or a._split is None:
+        # T whole on every rank: each rank solves for its columns of B (its rows when left=False)
+        axis = 1 if left else 0
+        bl = b if b._split == axis else d.to_layout(b, axis, layout.balanced_counts(sb[axis], b._comm.size))
+        t = d.replicated_operand(a, b._comm, -1, 0, 0)
+        x = torch.linalg.solve_triangular(t, bl.local, upper=upper, left=left, unitriangular=unit)
+        return wrap(x, axis, b._comm, sb, bl._counts)
     if left:
         return triangular(a, b, upper, unit)
     with distributed():

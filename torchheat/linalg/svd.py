@@ -294,13 +294,21 @@ def pinv(func, args, kwargs):
     atol, rtol = (_scalar(t) for t in (atol, rtol))
     if not _matrix(x) or any(isinstance(t, torch.Tensor) for t in (atol, rtol)):
         return d.no_rule(func, args, kwargs)
+    if hermitian and x._gshape[0] != x._gshape[1]:
+        d.raise_global_error(func, args, kwargs)
+    out = pseudo_inverse(x, atol, rtol, hermitian)
+    return d.no_rule(func, args, kwargs) if out is None else out[0]
+
+
+def pseudo_inverse(x: DistTensor, atol=None, rtol=None, hermitian: bool = False):
+    """``(pinv(x), S, cut)`` of a split matrix: the pseudo-inverse in x's layout (transposed),
+    its singular values (replicated; of the Hermitian matrix the lower triangle makes, for
+    ``hermitian``) and the cut below which they count as zero; None where no SVD fits."""
     with torch.no_grad():
-        if hermitian and x._gshape[0] != x._gshape[1]:
-            d.raise_global_error(func, args, kwargs)
         # hermitian: the SVD of the Hermitian matrix torch reads (its singular values are |eigenvalues|)
         out = tall_svd(hermitian_part(x) if hermitian else x)
         if out is None:
-            return d.no_rule(func, args, kwargs)
+            return None
         u, s, vh = out
         cut = _tolerance(s.local, x._gshape, atol, rtol)
         with distributed():
@@ -309,7 +317,7 @@ def pinv(func, args, kwargs):
     with torch.no_grad():
         p = d.to_layout(p, x._split, None if x._split is None else layout.balanced_counts(x._gshape[1 - x._split], x._comm.size))
     meta = [(t._split, t._comm, t._gshape, t._counts) for t in (x, p)]
-    return wrap(_Pinv.apply(x.local, p.local.detach(), meta), p._split, p._comm, p._gshape, p._counts)
+    return wrap(_Pinv.apply(x.local, p.local.detach(), meta), p._split, p._comm, p._gshape, p._counts), s, cut
 
 
 class _Pinv(torch.autograd.Function):
