@@ -228,6 +228,14 @@ def adopt(fresh: torch.Tensor, split: Optional[int], comm: Communicator, gshape:
     return fresh
 
 
+def is_fresh(t: torch.Tensor, operands) -> bool:
+    """Whether ``t``, a torch call's plain result, is none of that call's ``operands`` (so that
+    :func:`adopt` may take it). One operand, the common case, is checked without a generator."""
+    if type(t) is not torch.Tensor:
+        return False
+    return t is not operands[0] if len(operands) == 1 else all(t is not a for a in operands)
+
+
 def make_leaf(local: torch.Tensor, split, comm, gshape, counts=None, requires_grad: bool = False) -> DistTensor:
     """Like :func:`wrap` but the result is a fresh leaf (no history)."""
     out = torch.Tensor._make_subclass(DistTensor, local.detach(), requires_grad)

@@ -26,7 +26,7 @@ import torch
 from torch._C import DisableTorchFunctionSubclass
 
 from .. import dispatch as d
-from ..tensor import DistTensor, adopt, wrap
+from ..tensor import DistTensor, adopt, is_fresh, wrap
 
 # Pointwise functions torch does not tag: composite aliases and decompositions (their aten
 # names carry no tags) and the complex views.
@@ -95,7 +95,7 @@ def elementwise(func, args, kwargs):
                     if plain:
                         split, gshape = _broadcast_layout(ref, out)
                         return d.wrap_result(out, split, ref._comm, gshape, ref._counts)
-                    if type(out) is torch.Tensor and all(out is not a for a in (*args, *kwargs.values())):  # fresh
+                    if is_fresh(out, (*args, *kwargs.values()) if kwargs else args):
                         return adopt(out, ref._split, ref._comm, ref._gshape, ref._counts)
                     return d.wrap_result(out, ref._split, ref._comm, ref._gshape, ref._counts)
             except Exception:

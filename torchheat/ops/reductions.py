@@ -39,7 +39,7 @@ from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
 from ..comm import functional as cf
-from ..tensor import DistTensor, adopt, wrap
+from ..tensor import DistTensor, adopt, is_fresh, wrap
 from .pointwise import elementwise, write_out
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -157,7 +157,7 @@ def local_reduction(func, args, kwargs, x: DistTensor, dims, keepdim):
     local = func(*args, **kwargs) if out is None else func(*args, **{k: v for k, v in kwargs.items() if k != "out"})
     split, gshape = _reduced_layout(x._gshape, x._split, dims, keepdim)
     counts = None if split is None else x._counts
-    if type(local) is torch.Tensor and all(local is not a for a in args):  # the common case: a fresh result
+    if is_fresh(local, args):  # the common case
         result = adopt(local, split, x._comm, gshape, counts)
     else:
         result = d.wrap_result(local, split, x._comm, gshape, counts)
