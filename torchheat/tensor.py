@@ -214,7 +214,7 @@ def wrap(local: torch.Tensor, split: Optional[int], comm: Communicator, gshape: 
             out = local.as_subclass(DistTensor)
     else:
         out = torch.Tensor._make_subclass(DistTensor, local, False)
-    out._split, out._comm, out._gshape, out._counts = split, comm, gshape, counts
+    out.__dict__.update(_split=split, _comm=comm, _gshape=gshape, _counts=counts)  # (half the cost of four setattrs)
     return out
 
 
@@ -224,7 +224,7 @@ def adopt(fresh: torch.Tensor, split: Optional[int], comm: Communicator, gshape:
     subclass view), keeping its autograd history. Only for fresh results, never for a
     tensor a caller passed in."""
     fresh.__class__ = DistTensor
-    fresh._split, fresh._comm, fresh._gshape, fresh._counts = split, comm, gshape, counts
+    fresh.__dict__.update(_split=split, _comm=comm, _gshape=gshape, _counts=counts)
     return fresh
 
 
@@ -239,7 +239,7 @@ def is_fresh(t: torch.Tensor, operands) -> bool:
 def make_leaf(local: torch.Tensor, split, comm, gshape, counts=None, requires_grad: bool = False) -> DistTensor:
     """Like :func:`wrap` but the result is a fresh leaf (no history)."""
     out = torch.Tensor._make_subclass(DistTensor, local.detach(), requires_grad)
-    out._split, out._comm, out._gshape, out._counts = split, comm, torch.Size(gshape), counts
+    out.__dict__.update(_split=split, _comm=comm, _gshape=torch.Size(gshape), _counts=counts)
     return out
 
 

@@ -58,18 +58,19 @@ def bind(signature, func, args, kwargs):
     gets torch's error. A plain input (with a DistTensor ``out=``) is taken as replicated.
     On a rank whose chunk is empty, torch's checks are run first (:func:`agree_on_errors`).
     """
-    call = kwargs
-    if kwargs and ("axis" in kwargs or "keepdims" in kwargs):
-        call = {_NUMPY_NAMES.get(k, k): v for k, v in kwargs.items()}
     try:
-        bound = signature(*args, **call)
+        bound = signature(*args, **kwargs)
     except TypeError:
-        d.raise_global_error(func, args, kwargs)
+        call = {_NUMPY_NAMES.get(k, k): v for k, v in kwargs.items()}
+        try:
+            bound = signature(*args, **call)
+        except TypeError:
+            d.raise_global_error(func, args, kwargs)
     x = bound[0]
     if not isinstance(x, DistTensor):
         comm = d.common_comm(a for a in pytree.tree_leaves((args, kwargs)) if isinstance(a, DistTensor))
         return (wrap(x, None, comm, x.shape),) + bound[1:]
-    if x._split is not None and not x.shape[x._split]:  # (x.shape is local in a handler)
+    if x._split is not None and not x._counts[x._comm.rank]:  # (cheaper than the local x.shape)
         agree_on_errors(func, args, kwargs, x)
     return bound
 
