@@ -55,7 +55,7 @@ class SlowLink:
             backend = inner.backend
 
             def __init__(self, inner, members):
-                self.inner, self._rank, self._size = inner, inner.rank, inner.size
+                self.inner, self.rank, self.size = inner, inner.rank, inner.size
                 self.members = members
                 nodes = {m // ranks_per_node for m in members}
                 self.factor = slowdown if len(nodes) > 1 else 1.0

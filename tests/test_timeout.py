@@ -55,7 +55,7 @@ class StuckComm(SelfCommunicator):
     """Claims to be rank 0 of 2; every blocking primitive waits until ``abort`` is called (the
     watchdog's last step) or, with ``on_wait``, runs it instead of waiting."""
 
-    _size = 2
+    size = 2
     backend = "fake"
 
     def __init__(self, on_wait=None):

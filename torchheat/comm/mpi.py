@@ -106,9 +106,9 @@ class MPICommunicator(Communicator):
 
     def __init__(self, mpi_comm: Optional[MPI.Comm] = None):
         self.mpi = mpi_comm if mpi_comm is not None else MPI.COMM_WORLD
-        self._rank, self._size = self.mpi.Get_rank(), self.mpi.Get_size()
+        self.rank, self.size = self.mpi.Get_rank(), self.mpi.Get_size()
         self.cuda_aware = _cuda_aware()
-        if mpi_comm is None and self._size > 1:
+        if mpi_comm is None and self.size > 1:
             abort_on_uncaught_exception(self)
 
     def _staged(self, t: torch.Tensor) -> bool:

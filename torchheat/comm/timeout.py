@@ -67,7 +67,7 @@ def call(comm, name: str, fn, *args, **kwargs):
     rank never waits and is not watched, nor is any call while the timeout is off.
     """
     tid = _get_ident()
-    if comm._size == 1 or not config._timeout or tid in _waiting:
+    if comm.size == 1 or not config._timeout or tid in _waiting:
         return fn(*args, **kwargs)
     _waiting[tid] = (_monotonic(), name, comm)
     if _watchdog is None:

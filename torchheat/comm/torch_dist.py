@@ -65,10 +65,10 @@ class TorchCommunicator(Communicator):
     def __init__(self, group: Optional[dist.ProcessGroup] = None):
         init_from_env()
         self.group = group
-        self._rank = dist.get_rank(group)
-        self._size = dist.get_world_size(group)
-        self._world = [dist.get_global_rank(group, r) for r in range(self._size)] if group is not None else list(range(self._size))
-        if group is None and self._size > 1:
+        self.rank = dist.get_rank(group)
+        self.size = dist.get_world_size(group)
+        self._world = [dist.get_global_rank(group, r) for r in range(self.size)] if group is not None else list(range(self.size))
+        if group is None and self.size > 1:
             abort_on_uncaught_exception(self)
 
     def abort(self, code: int = 1) -> None:
