@@ -290,8 +290,15 @@ class Communicator(abc.ABC):
         (max) or smallest (min) integer, so an integer max/min propagates it."""
         itype, shift, inf = _KEYS[work.dtype]
         keys = work.view(itype)
-        bits = keys.numpy() if keys.device.type == "cpu" else keys  # same operators; numpy is cheaper per small op
         magnitude = (1 << shift) - 1
+        if keys.numel() == 1:  # a scalar: Python int operators cost nanoseconds, tensor ones microseconds
+            b = keys.item()
+            keys.fill_((magnitude if op == "max" else ~magnitude) if (b & magnitude) > inf else b ^ ((b >> shift) & magnitude))
+            self._allreduce(keys, op)
+            b = keys.item()
+            keys.fill_(b ^ ((b >> shift) & magnitude))
+            return
+        bits = keys.numpy() if keys.device.type == "cpu" else keys  # same operators; numpy is cheaper per small op
         nan = (bits & magnitude) > inf
         bits ^= (bits >> shift) & magnitude
         bits[nan] = magnitude if op == "max" else ~magnitude  # both are NaN bit patterns again
