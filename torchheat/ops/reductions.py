@@ -39,7 +39,7 @@ from torch.utils import _pytree as pytree
 
 from .. import dispatch as d, layout
 from ..comm import functional as cf
-from ..tensor import DistTensor, adopt, is_fresh, wrap
+from ..tensor import DistTensor, adopt, wrap
 from .pointwise import elementwise, write_out
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -158,7 +158,7 @@ def local_reduction(func, args, kwargs, x: DistTensor, dims, keepdim):
     local = func(*args, **kwargs) if out is None else func(*args, **{k: v for k, v in kwargs.items() if k != "out"})
     split, gshape = _reduced_layout(x._gshape, x._split, dims, keepdim)
     counts = None if split is None else x._counts
-    if is_fresh(local, args):  # the common case
+    if type(local) is torch.Tensor and local is not x:  # fresh (the common case): no other operand is a tensor
         result = adopt(local, split, x._comm, gshape, counts)
     else:
         result = d.wrap_result(local, split, x._comm, gshape, counts)
