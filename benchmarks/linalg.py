@@ -6,14 +6,21 @@ Plain torch multiplies two global float32 n x n matrices in this process; then t
 launches itself under ``mpiexec -n p`` for every p, and each worker times the same product
 with the operands split as named (``0@1``: A split along its rows, B along its columns; ``None``:
 replicated), barriers around each run. Each entry is the best of all its runs over
-alternating rounds. Prints time, speedup, parallel efficiency (speedup / p; target >= 0.85 at
-2 processes) and each rank's peak memory growth (resident set, largest over ranks) as a
-multiple of its share of the two operands. The issue's size is ``--n 4096``.
+alternating rounds. Prints wall time and CPU time (of the busiest rank), the parallel
+efficiency of each (torch in one process / (p x time); target >= 0.85 at 2 processes) and
+each rank's peak memory growth (resident set, largest over ranks) as a multiple of its share
+of the two operands. The column ``torch xp`` is plain torch computing one rank's share (its
+rows of the product) in each of p processes at once: the efficiency the machine itself
+allows (memory bandwidth and caches are shared), by wall and by CPU time. On a machine
+with fewer free cores than processes only the CPU-time figures mean anything. The issue's
+size is ``--n 4096``.
 
 Then ``torch.cdist(x, x)`` of a float32 ``--cdist-rows x 18`` matrix (the issue's 20000 x 18)
 split along its rows (the ring of row blocks; the result is split along the rows), timed
 in workers of their own so that its memory (a rank's peak growth over its share of the
-result) is measured apart from the products'. ``--cdist-rows 0`` leaves it out.
+result) is measured apart from the products'; its ``torch xp`` column is plain
+``torch.cdist`` of a rank's rows against all rows in every process at once.
+``--cdist-rows 0`` leaves it out.
 
 A second table times the decompositions the same way: ``torch.linalg.qr`` of a float32
 ``TSQR_ROWS x 64`` matrix split along its rows (TSQR), and ``torch.linalg.solve`` of a
@@ -21,7 +28,7 @@ float32 ``SOLVE_N x SOLVE_N`` matrix split along its rows with one replicated ri
 side (column-block LU), ``lu_factor`` of the same matrix split along its columns, ``svd``
 and ``eigh`` of ``JACOBI_N x JACOBI_N`` matrices split along their columns (one-sided
 Jacobi), and ``torch.svd_lowrank(q=20)`` of a rank-20 ``LOWRANK_ROWS x 512`` matrix split
-along its rows; memory as a multiple of the rank's share of the matrix. The issue's sizes
+along its rows; wall and CPU time, memory as a multiple of the rank's share of the matrix. The issue's sizes
 are ``TSQR_ROWS=1000000 SOLVE_N=4096 LOWRANK_ROWS=100000`` (environment variables; defaults
 200000, 1024 and 20000; ``JACOBI_N`` 192).
 """

@@ -8,8 +8,11 @@ a batch axis split, or replicated):
   (the other operand joins that layout; :func:`torchheat.ops.linalg._batch_product`);
 * **ring**: X and Y both split along their rows: Y's row blocks travel around the ring of
   ranks (the ring of the matrix products, next block received while the current one is
-  used) and each rank fills its rows of the result block by block; the backward runs the
-  same ring, with Y's gradient blocks travelling one step behind their blocks;
+  used) and each rank fills its rows of the result block by block (on torch's
+  matrix-product path for ``p = 2`` each block's product is written straight into the
+  preallocated result, which is then clamped and rooted in place, as torch does: no
+  temporary per block); the backward runs the same ring, with Y's gradient blocks
+  travelling one step behind their blocks;
 * **partial distances**: an operand split along the feature axis M: each rank computes
   the distances over its features, and the powers ``d_r ** p`` are summed over ranks (``p =
   0``: counts summed; ``p = inf``: maxima) by one allreduce, then rooted. Gradients flow
