@@ -6,14 +6,21 @@ Plain torch multiplies two global float32 n x n matrices in this process; then t
 launches itself under ``mpiexec -n p`` for every p, and each worker times the same product
 with the operands split as named (``0@1``: A split along its rows, B along its columns; ``None``:
 replicated), barriers around each run. Each entry is the best of all its runs over
-alternating rounds. Prints time, speedup, parallel efficiency (speedup / p; target >= 0.85 at
-2 processes) and each rank's peak memory growth (resident set, largest over ranks) as a
-multiple of its share of the two operands. The issue's size is ``--n 4096``.
+alternating rounds. Prints wall time and CPU time (of the busiest rank), the parallel
+efficiency of each (torch in one process / (p x time); target >= 0.85 at 2 processes) and
+each rank's peak memory growth (resident set, largest over ranks) as a multiple of its share
+of the two operands. The column ``torch xp`` is plain torch computing one rank's share (its
+rows of the product) in each of p processes at once: the efficiency the machine itself
+allows (memory bandwidth and caches are shared), by wall and by CPU time. On a machine
+with fewer free cores than processes only the CPU-time figures mean anything. The issue's
+size is ``--n 4096``.
 
 Then ``torch.cdist(x, x)`` of a float32 ``--cdist-rows x 18`` matrix (the issue's 20000 x 18)
 split along its rows (the ring of row blocks; the result is split along the rows), timed
 in workers of their own so that its memory (a rank's peak growth over its share of the
-result) is measured apart from the products'. ``--cdist-rows 0`` leaves it out.
+result) is measured apart from the products'; its ``torch xp`` column is plain
+``torch.cdist`` of a rank's rows against all rows in every process at once.
+``--cdist-rows 0`` leaves it out.
 
 A second table times the decompositions the same way: ``torch.linalg.qr`` of a float32
 ``TSQR_ROWS x 64`` matrix split along its rows (TSQR), and ``torch.linalg.solve`` of a
@@ -21,7 +28,7 @@ float32 ``SOLVE_N x SOLVE_N`` matrix split along its rows with one replicated ri
 side (column-block LU), ``lu_factor`` of the same matrix split along its columns, ``svd``
 and ``eigh`` of ``JACOBI_N x JACOBI_N`` matrices split along their columns (one-sided
 Jacobi), and ``torch.svd_lowrank(q=20)`` of a rank-20 ``LOWRANK_ROWS x 512`` matrix split
-along its rows; memory as a multiple of the rank's share of the matrix. The issue's sizes
+along its rows; wall and CPU time, memory as a multiple of the rank's share of the matrix. The issue's sizes
 are ``TSQR_ROWS=1000000 SOLVE_N=4096 LOWRANK_ROWS=100000`` (environment variables; defaults
 200000, 1024 and 20000; ``JACOBI_N`` 192).
 """
@@ -69,6 +76,14 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def timed(op, args, comm=None):
+    """(best wall ms, best CPU ms) of ``op()``; in a worker the CPU time of the busiest rank."""
+    if comm is None:
+        return scaling.timed(op, args.repeats)
+    wall, cpu = scaling.timed(op, args.repeats, comm.barrier)
+    return wall, max(comm.allgather_obj(cpu))
+
+
 def worker(args):
     import torchheat as th
 
@@ -82,24 +97,54 @@ def worker(args):
     result, base = {}, peak_mib()
     for name, (sa, sb) in PAIRS.items():
         x, y = th.distribute(a, sa), th.distribute(b, sb)
-        result[name] = scaling.best_ms(lambda _: x @ y, None, args.repeats, comm.barrier)
+        result[name] = timed(lambda: x @ y, args, comm)
         del x, y
     share = 2 * a.numel() * a.element_size() / comm.size / 2**20
     growth = max(comm.allgather_obj(peak_mib() - base))
+    rows = a[:th.layout.balanced_counts(args.n, comm.size)[comm.rank]].clone()
+    plain = timed(lambda: rows @ b, args, comm)  # plain torch, every rank its share at once: the machine's ceiling
     if comm.rank == 0:
-        print(MARKER + json.dumps({"ms": result, "memory": growth / share}), flush=True)
+        print(MARKER + json.dumps({"ms": result, "plain": plain, "memory": growth / share}), flush=True)
 
 
 def cdist_worker(args, th, comm):
-    x = th.distribute(cdist_operand(args.cdist_rows), 0)
+    whole = cdist_operand(args.cdist_rows)
+    x = th.distribute(whole, 0)
     warm = th.distribute(torch.ones(4, 2), 0)
     torch.cdist(warm, warm).full()
     base = peak_mib()
-    ms = scaling.best_ms(lambda _: torch.cdist(x, x), None, args.repeats, comm.barrier)
+    ms = timed(lambda: torch.cdist(x, x), args, comm)
     share = args.cdist_rows ** 2 * 4 / comm.size / 2**20
     growth = max(comm.allgather_obj(peak_mib() - base))
+    rows = x.local.clone()
+    plain = timed(lambda: torch.cdist(rows, whole), args, comm)
     if comm.rank == 0:
-        print(MARKER + json.dumps({"ms": ms, "memory": growth / share}), flush=True)
+        print(MARKER + json.dumps({"ms": ms, "plain": plain, "memory": growth / share}), flush=True)
+
+
+def header(first, procs):
+    return (f"{first:<14}" + "".join(f"{f'p={p}':>9}{'eff':>6}{'cpu':>9}{'eff':>6}{'mem':>9}" for p in procs)
+            + "".join(f"{f'torch x{p}':>10}{'(cpu)':>6}" for p in procs if p > 1))
+
+
+def row(name, base, runs, plain, memory, procs):
+    """One table row: wall and CPU time per p with their efficiencies (torch in one process /
+    (p x time)), memory, and plain torch's own efficiency at p processes (wall, CPU)."""
+    line = f"{name:<14}"
+    for p in procs:
+        line += f"{runs[p][0]:>9.1f}{base[0] / runs[p][0] / p:>6.2f}{runs[p][1]:>9.1f}{base[1] / runs[p][1] / p:>6.2f}"
+        line += f"{memory[p]:>8.2f}x"
+    return line + "".join(f"{base[0] / plain[p][0] / p:>10.2f}{base[1] / plain[p][1] / p:>6.2f}" for p in procs if p > 1)
+
+
+def best(rounds, pick):
+    """Entry-wise best (wall, CPU) over the rounds of ``pick(round)``."""
+    return tuple(min(pick(r)[i] for r in rounds) for i in (0, 1))
+
+
+LEGEND = ("wall and cpu in ms (cpu: the busiest rank's CPU time), eff = torch in one process / (p x time); "
+          "torch xp: plain torch computing a rank's share in each of p processes at once, the efficiency this "
+          "machine itself allows (wall, cpu)")
 
 
 def cdist_rows(args):
@@ -108,20 +153,21 @@ def cdist_rows(args):
     options = ["--n", str(args.n), "--repeats", str(args.repeats), "--cdist-worker", "--cdist-rows", str(args.cdist_rows)]
     for _ in range(args.rounds):
         x = cdist_operand(args.cdist_rows)
-        times = {"torch": scaling.best_ms(lambda _: torch.cdist(x, x), None, args.repeats)}
+        times = {"torch": timed(lambda: torch.cdist(x, x), args)}
         del x
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
         rounds.append(times)
-    base = min(r["torch"] for r in rounds)
+    base = best(rounds, lambda r: r["torch"])
     print(f"\nfloat32 cdist({args.cdist_rows} x {CDIST_FEATURES}, itself), split along the rows; torch in one process: "
-          f"{base:.1f} ms")
-    print(f"{'op':<10}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
-    row = f"{'cdist':<10}"
-    for p in args.procs:
-        ms, mem = min(r[p]["ms"] for r in rounds), max(r[p]["memory"] for r in rounds)
-        row += f"{ms:>10.1f}{base / ms / p:>10.2f}{mem:>9.2f}x"
-    print(row)
-    print("mem: a rank's peak resident-memory growth / its share of the result")
+          f"{base[0]:.1f} ms (cpu {base[1]:.1f})")
+    print(header("op", args.procs))
+    runs = {p: best(rounds, lambda r: r[p]["ms"]) for p in args.procs}
+    plain = {p: best(rounds, lambda r: r[p]["plain"]) for p in args.procs}
+    memory = {p: max(r[p]["memory"] for r in rounds) for p in args.procs}
+    print(row("cdist", base, runs, plain, memory, args.procs))
+    print("mem: a rank's peak resident-memory growth / its share of the result; " + LEGEND)
+
+
 def decomp_operands():
     """name -> (global matrix, the call on it): the same on every process."""
     g = torch.Generator().manual_seed(0)
@@ -155,7 +201,7 @@ def decomp_worker(args):
         x = th.distribute(a, split)
         fn(th.distribute(a[:64 * comm.size], 0) if name.startswith("qr") else x)  # first-call costs
         base = peak_mib()
-        result[name] = scaling.best_ms(lambda _: fn(x), None, args.repeats, comm.barrier)
+        result[name] = timed(lambda: fn(x), args, comm)
         share = a.numel() * a.element_size() / comm.size / 2**20
         memory[name] = max(comm.allgather_obj(peak_mib() - base)) / share
         del x
@@ -164,18 +210,18 @@ def decomp_worker(args):
 
 
 def decomp_table(args):
-    base = {name: scaling.best_ms(lambda _: fn(a), None, args.repeats) for name, (a, _, fn) in decomp_operands().items()}
+    base = {name: timed(lambda: fn(a), args) for name, (a, _, fn) in decomp_operands().items()}
     os.environ["LINALG_DECOMP"] = "1"
     runs = {p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs}
     del os.environ["LINALG_DECOMP"]
-    print("decompositions (float32, ms; torch in one process: " + ", ".join(f"{k} {v:.1f}" for k, v in base.items()) + ")")
-    print(f"{'op':<14}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
+    print("\ndecompositions (float32; torch in one process, ms: " + ", ".join(f"{k} {v[0]:.1f}" for k, v in base.items()) + ")")
+    print(f"{'op':<14}" + "".join(f"{f'p={p}':>9}{'eff':>6}{'cpu':>9}{'eff':>6}{'mem':>9}" for p in args.procs))
     for name in DECOMPS:
-        row = f"{name:<14}"
+        line = f"{name:<14}"
         for p in args.procs:
-            ms, mem = runs[p]["ms"][name], runs[p]["memory"][name]
-            row += f"{ms:>10.1f}{base[name] / ms / p:>10.2f}{mem:>9.2f}x"
-        print(row)
+            (wall, cpu), mem = runs[p]["ms"][name], runs[p]["memory"][name]
+            line += f"{wall:>9.1f}{base[name][0] / wall / p:>6.2f}{cpu:>9.1f}{base[name][1] / cpu / p:>6.2f}{mem:>8.2f}x"
+        print(line)
     print("mem: a rank's peak resident-memory growth / its share of the matrix")
 
 
@@ -190,22 +236,19 @@ def main():
     rounds = []
     for _ in range(args.rounds):
         a, b = operands(args.n)
-        times = {"torch": scaling.best_ms(lambda _: a @ b, None, args.repeats)}
+        times = {"torch": timed(lambda: a @ b, args)}
         del a, b
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs})
         rounds.append(times)
-    base = min(r["torch"] for r in rounds)
+    base = best(rounds, lambda r: r["torch"])
     print(f"float32 {args.n} x {args.n} @ {args.n} x {args.n}, 1 thread per process, best of {args.rounds} rounds "
-          f"x {args.repeats} runs (ms); torch in one process: {base:.1f} ms")
-    print(f"{'splits':<10}" + "".join(f"{f'p={p}':>10}{f'eff p={p}':>10}{f'mem p={p}':>10}" for p in args.procs))
+          f"x {args.repeats} runs; torch in one process: {base[0]:.1f} ms (cpu {base[1]:.1f})")
+    print(header("splits", args.procs))
+    plain = {p: best(rounds, lambda r: r[p]["plain"]) for p in args.procs}
+    memory = {p: max(r[p]["memory"] for r in rounds) for p in args.procs}
     for name in PAIRS:
-        row = f"{name:<10}"
-        for p in args.procs:
-            ms = min(r[p]["ms"][name] for r in rounds)
-            mem = max(r[p]["memory"] for r in rounds)
-            row += f"{ms:>10.1f}{base / ms / p:>10.2f}{mem:>9.2f}x"
-        print(row)
-    print("mem: a rank's peak resident-memory growth over all products / its share of the two operands")
+        print(row(name, base, {p: best(rounds, lambda r: r[p]["ms"][name]) for p in args.procs}, plain, memory, args.procs))
+    print("mem: a rank's peak resident-memory growth over all products / its share of the two operands; " + LEGEND)
     if args.cdist_rows:
         cdist_rows(args)
     decomp_table(args)

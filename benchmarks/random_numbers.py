@@ -17,7 +17,6 @@ import importlib.util
 import json
 import os
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -51,23 +50,6 @@ OPS = {
 MARKER = "RANDOM_RESULT "
 
 
-def timed(op, repeats, barrier=lambda: None):
-    """Best wall time and best CPU time of this process for ``op()``, in ms (after a warm-up).
-
-    CPU time is what a loaded machine cannot inflate much: it counts this process's own work
-    only, so it measures the work per rank when other programs take the cores."""
-    op()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        barrier()
-        w, c = time.perf_counter(), time.process_time()
-        op()
-        cpu.append(time.process_time() - c)
-        barrier()
-        wall.append(time.perf_counter() - w)
-    return min(wall) * 1e3, min(cpu) * 1e3
-
-
 def worker(args):
     """Run under mpiexec: time every draw; rank 0 prints one JSON line (CPU: the busiest rank)."""
     import torchheat as th
@@ -79,9 +61,9 @@ def worker(args):
     share = args.n // comm.size  # plain torch drawing a rank's share on every rank at once: the machine's own ceiling
     result, plain = {}, {}
     for name, draw in draws.items():
-        wall, cpu = timed(draw, args.repeats, comm.barrier)
+        wall, cpu = scaling.timed(draw, args.repeats, comm.barrier)
         result[name] = (wall, max(comm.allgather_obj(cpu)))
-        wall, cpu = timed(lambda f=OPS[name][0]: f(share), args.repeats, comm.barrier)
+        wall, cpu = scaling.timed(lambda f=OPS[name][0]: f(share), args.repeats, comm.barrier)
         plain[name] = (wall, max(comm.allgather_obj(cpu)))
     if comm.rank == 0:
         print(MARKER + json.dumps({"procs": comm.size, "ms": result, "plain": plain}), flush=True)
@@ -94,7 +76,7 @@ def main():
         return worker(args)
     rounds = []
     for _ in range(args.rounds):
-        times = {"torch": {name: timed(lambda f=plain: f(args.n), args.repeats) for name, (plain, _) in OPS.items()}}
+        times = {"torch": {name: scaling.timed(lambda f=plain: f(args.n), args.repeats) for name, (plain, _) in OPS.items()}}
         for p in args.procs:
             got = scaling.launch(args, p, __file__, MARKER, field=None)
             times[p], times[f"torch x{p}"] = got["ms"], got["plain"]

@@ -55,6 +55,23 @@ def best_ms(op, x, repeats, barrier=lambda: None, clock=time.perf_counter):
     return min(times) * 1e3
 
 
+def timed(op, repeats, barrier=lambda: None):
+    """Best wall time and best CPU time of this process for ``op()``, in ms (after a warm-up).
+
+    CPU time is what a loaded machine cannot inflate much: it counts this process's own work
+    only, so it measures the work per rank when other programs take the cores."""
+    op()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        barrier()
+        w, c = time.perf_counter(), time.process_time()
+        op()
+        cpu.append(time.process_time() - c)
+        barrier()
+        wall.append(time.perf_counter() - w)
+    return min(wall) * 1e3, min(cpu) * 1e3
+
+
 def global_data(n, shape):
     return torch.linspace(-10, 10, n, dtype=torch.float64).reshape(SHAPES[shape](n))
 

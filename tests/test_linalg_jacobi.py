@@ -139,6 +139,22 @@ def _lowrank_reference(a, r, niter=2):
     return u, s, b @ vh.mH
 
 
+def test_svd_lowrank_gradient(comm):
+    a = torch.randn(12, 3, **F64) @ torch.randn(3, 7, **F64) + 0.01 * torch.randn(12, 7, **F64)
+    th.manual_seed(5)
+    r = th.randn(12, 3, **F64).full()
+
+    def fn(x):  # split 0: the short basis is replicated (allreduced products); split 1: split along its rows
+        if isinstance(x, th.DistTensor):
+            th.manual_seed(5)
+            u, s, v = torch.svd_lowrank(x, q=3)
+        else:
+            u, s, v = _lowrank_reference(x, r)
+        return s, (u * s) @ v.mH
+
+    grads_match(fn, a, comm)
+
+
 def test_svd_lowrank_is_process_count_independent(comm):
     a = torch.randn(12, 3, **F64) @ torch.randn(3, 7, **F64) + 0.01 * torch.randn(12, 7, **F64)
     th.manual_seed(5)

@@ -22,20 +22,33 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+from torch._C import DisableTorchFunctionSubclass
 
 from .. import dispatch as d
-from ..tensor import DistTensor
+from ..ops.linalg import _operand, product
+from ..tensor import DistTensor, wrap
 from .common import distributed
+
+
+def _times(a: DistTensor, b) -> DistTensor:
+    """``a @ b``; for ``a`` split along its columns (the product is short: ``m x q``) the
+    partial products are summed by one allreduce into a replicated result, so that its QR
+    and the next product are local."""
+    if a._split != 1:
+        return a @ b
+    with DisableTorchFunctionSubclass():
+        out = product(_operand(a, None), _operand(b, None), a._comm, want=(None, None))
+    return wrap(out.t, None, a._comm, torch.Size((a._gshape[0], b.shape[-1])))
 
 
 def _basis(a, q: int, niter: int):
     """An orthonormal ``m x q`` basis of A's approximate range."""
     from ..ops.random import randn
     r = randn(a.shape[-1], q, dtype=a.dtype, device=a.device, comm=a._comm)
-    basis = torch.linalg.qr(a @ r).Q
+    basis = torch.linalg.qr(_times(a, r)).Q
     for _ in range(niter):
         basis = torch.linalg.qr(a.mH @ basis).Q
-        basis = torch.linalg.qr(a @ basis).Q
+        basis = torch.linalg.qr(_times(a, basis)).Q
     return basis
 
 

@@ -8,8 +8,11 @@ a batch axis split, or replicated):
   (the other operand joins that layout; :func:`torchheat.ops.linalg._batch_product`);
 * **ring**: X and Y both split along their rows: Y's row blocks travel around the ring of
   ranks (the ring of the matrix products, next block received while the current one is
-  used) and each rank fills its rows of the result block by block; the backward runs the
-  same ring, with Y's gradient blocks travelling one step behind their blocks;
+  used) and each rank fills its rows of the result block by block (on torch's
+  matrix-product path for ``p = 2`` each block's product is written straight into the
+  preallocated result, which is then clamped and rooted in place, as torch does: no
+  temporary per block); the backward runs the same ring, with Y's gradient blocks
+  travelling one step behind their blocks;
 * **partial distances**: an operand split along the feature axis M: each rank computes
   the distances over its features, and the powers ``d_r ** p`` are summed over ranks (``p =
   0``: counts summed; ``p = inf``: maxima) by one allreduce, then rooted. Gradients flow
@@ -63,6 +66,13 @@ def _local_mode(mode: Optional[str], p: float, rows1: int, rows2: int) -> str:
     return mode
 
 
+def _padded(a: torch.Tensor, b: torch.Tensor):
+    """``(a', b')`` with ``a' @ b'^T = ||a_i||^2 - 2 a_i.b_j + ||b_j||^2``, padded as torch's
+    matrix-product path for ``p = 2`` pads them (so the distances are torch's, bit for bit)."""
+    na, nb = a.pow(2).sum(-1, keepdim=True), b.pow(2).sum(-1, keepdim=True)
+    return torch.cat([a.mul(-2), na, torch.ones_like(na)], -1), torch.cat([b, torch.ones_like(nb), nb], -1)
+
+
 class _RingCdist(torch.autograd.Function):
     """Rows of ``cdist(a, B)`` for this rank's rows ``a``, B's row blocks ``b`` travelling
     around the ring (``counts``: B's rows per rank)."""
@@ -76,6 +86,12 @@ class _RingCdist(torch.autograd.Function):
         batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
         out = torch.empty(batch + (a.shape[-2], sum(counts)), dtype=a.dtype, device=a.device)
         off = layout.offsets(counts)
+        if p == 2 and mode == _MODES[1] and a.dtype in (torch.float32, torch.float64):
+            # torch's own matrix-product path, each block's product written in place into the result
+            a, b = _padded(a, b)
+            for q, bq in _ring(b, counts, -2, comm):
+                torch.matmul(a, bq.mT, out=out.narrow(-1, off[q], counts[q]))
+            return out.clamp_min_(0).sqrt_()
         for q, bq in _ring(b, counts, -2, comm):
             out.narrow(-1, off[q], counts[q]).copy_(torch.cdist(a, bq, p, mode))
         return out

@@ -125,17 +125,11 @@ def _ring_product(a, b, kind: str, counts, comm) -> torch.Tensor:
     ``"A-rows"``: A split n, B split m (A's row blocks travel); result split m.
     """
     off = layout.offsets(counts)
-    if kind == "B-rows":
+    if kind in ("B-rows", "A-cols"):
         out = None
-        for q, bq in _ring(b, counts, -2, comm):
-            part = a.narrow(-1, off[q], counts[q]) @ bq
-            out = part if out is None else out + part
-        return out
-    if kind == "A-cols":
-        out = None
-        for q, aq in _ring(a, counts, -1, comm):
-            part = aq @ b.narrow(-2, off[q], counts[q])
-            out = part if out is None else out + part
+        for q, block in _ring(b if kind == "B-rows" else a, counts, -2 if kind == "B-rows" else -1, comm):
+            x, y = (a.narrow(-1, off[q], counts[q]), block) if kind == "B-rows" else (block, b.narrow(-2, off[q], counts[q]))
+            out = _accumulate(out, x, y)
         return out
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if kind == "B-cols":
@@ -147,6 +141,15 @@ def _ring_product(a, b, kind: str, counts, comm) -> torch.Tensor:
     for q, aq in _ring(a, counts, -2, comm):
         torch.matmul(aq, b, out=out.narrow(-2, off[q], counts[q]))
     return out
+
+
+def _accumulate(out: Optional[torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``out + x @ y``, added in place (no temporary product) where the shapes allow it."""
+    if out is None:
+        return x @ y
+    if out.dim() == 2 and x.dim() == 2 and y.dim() == 2 and out.dtype == torch.result_type(x, y):
+        return out.addmm_(x, y)
+    return out.add_(x @ y)
 
 
 # The ring schemes: (A's split, B's split, kind) -> (the result's split, whose counts it takes).
