@@ -55,10 +55,11 @@ def test_exact_matches_take_the_vote_and_errors(comm):
         knn.predict(th.distribute(bad, 0))
 
 
-@pytest.mark.parametrize("columns", [4096, 150])
+@pytest.mark.parametrize("columns", [4096, 150, 20])
 def test_blocks_and_column_groups_equal_scikit_learn(comm, monkeypatch, columns):
-    # blocks of 16 queries and `columns` training samples: several blocks per chunk, grouped
-    # columns with a remainder past the groups, short last blocks
+    # blocks of 16 queries and `columns` training samples (rounded down to whole groups of 16):
+    # one padded block per chunk, several blocks with a padded last one, one group per block
+    # (fewer groups than neighbours in a small chunk)
     from torchheat.neighbors import classification
 
     monkeypatch.setattr(classification, "_QUERIES", 16)
