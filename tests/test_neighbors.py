@@ -55,10 +55,11 @@ def test_exact_matches_take_the_vote_and_errors(comm):
         knn.predict(th.distribute(bad, 0))
 
 
-@pytest.mark.parametrize("columns", [4096, 150])
+@pytest.mark.parametrize("columns", [4096, 150, 20])
 def test_blocks_and_column_groups_equal_scikit_learn(comm, monkeypatch, columns):
-    # blocks of 16 queries and `columns` training samples: several blocks per chunk, grouped
-    # columns with a remainder past the groups, short last blocks
+    # blocks of 16 queries and `columns` training samples (rounded down to whole groups of 16):
+    # one padded block per chunk, several blocks with a padded last one, one group per block
+    # (fewer groups than neighbours in a small chunk)
     from torchheat.neighbors import classification
 
     monkeypatch.setattr(classification, "_QUERIES", 16)
@@ -75,3 +76,23 @@ def test_blocks_and_column_groups_equal_scikit_learn(comm, monkeypatch, columns)
         assert np.array_equal(index.full().numpy(), ref_i)
         np.testing.assert_allclose(dist.full().numpy(), ref_d, rtol=1e-10, atol=1e-10)
         assert np.array_equal(knn.predict(q).full().numpy(), ref.predict(X[1000:].numpy()))
+
+
+def test_chunks_walk_every_rank_chunk(comm):
+    # the ring under the search: each chunk broadcast by its owner (read-only on the owner);
+    # a tensor that needs gradients goes the differentiable way and keeps them exact
+    from torchheat.pairwise import chunks
+
+    X = torch.randn(23, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for x in placements(X, comm):
+        walked = list(chunks(x))
+        assert torch.equal(torch.cat([rows for _, rows in walked]), X)
+        assert [start for start, _ in walked] == np.cumsum([0] + [len(r) for _, r in walked])[:-1].tolist()
+    a = X.clone().requires_grad_()
+    x = th.distribute(X, 0).requires_grad_()
+    sum(rows.square().sum() * (i + 1) for i, (_, rows) in enumerate(chunks(x))).backward()
+    counts = th.distribute(X, 0).counts
+    weights = torch.repeat_interleave(torch.arange(1, 1 + sum(c > 0 for c in counts), dtype=X.dtype),
+                                      torch.tensor([c for c in counts if c]))
+    (a.square().sum(1) * weights).sum().backward()
+    torch.testing.assert_close(x.grad.full(), a.grad)

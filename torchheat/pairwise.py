@@ -29,17 +29,20 @@ __all__ = ["chunks", "squared_distances", "manhattan_distances"]
 
 def chunks(x: torch.Tensor) -> Iterator[Tuple[int, torch.Tensor]]:
     """``(start, rows)`` for every rank's chunk of ``x`` along axis 0, rows as a plain tensor
-    on every rank (collective: every rank must consume the whole iterator). Empty chunks are
-    skipped."""
+    on every rank (collective: every rank must consume the whole iterator; the rows are not to
+    be written to). Empty chunks are skipped."""
     if not isinstance(x, DistTensor) or x.split_dim is None:
         yield 0, x.full() if isinstance(x, DistTensor) else x
         return
     if x.split_dim != 0:
         raise ValueError(f"chunks() walks over the samples: expected a tensor split along axis 0, got split={x.split_dim}")
-    start = 0
-    for count in x.counts:
-        if count:
+    start, comm, local = 0, x.comm, x.local
+    for root, count in enumerate(x.counts):
+        if count and x.requires_grad:  # the differentiable path: a gather of one chunk
             yield start, x[start:start + count].full()
+        elif count:  # one broadcast from the owner, which hands out its own chunk (read-only)
+            rows = local if comm.rank == root else local.new_empty((count,) + tuple(local.shape[1:]))
+            yield start, comm.bcast(rows, root)
         start += count
 
 

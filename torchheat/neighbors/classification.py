@@ -3,13 +3,15 @@
 The training chunks and their labels visit every rank in turn
 (:func:`torchheat.pairwise.chunks`: each rank's chunk is broadcast by its owner); every rank
 keeps, for each of its query rows, the ``k`` nearest training samples seen so far. A chunk
-is searched in blocks of ``256 x 8192`` query/training pairs (few blocks, few small ops): one matmul
-gives ``|t|^2 - 2 q . t`` (``|q|^2`` is the same along a query row and is added to the
-``k`` winners only); the block's columns fall into 16 strided groups whose minima (one
-vectorized reduction) name the ``k`` groups that hold the block's ``k`` smallest entries,
-so the top-k runs on ``16 k`` candidates and the running best, not on the whole block.
-No rank holds more than its queries, one training chunk, one block and ``k`` candidates per
-query; labels travel with the chunks, so the vote is local to the query's rank.
+is searched in blocks of ``256 x 1024`` query/training pairs that stay in cache, two ops each:
+one matmul gives ``|t|^2 - 2 q . t`` (the ranking of ``|q - t|^2`` along a query row), and
+one reduction writes the minima of the block's 64 strided groups of 16 columns into a table of
+the chunk's group minima. The ``k`` groups of smallest minima hold a query's ``k`` nearest
+rows of the chunk: their ``16 k`` squared distances are computed exactly from the
+differences, and one top-k merges them into the running best.
+No rank holds more than its queries, one training chunk, one block, the group minima of a
+block of queries and ``16 k`` candidates per query; labels travel with the chunks, so the
+vote is local to the query's rank.
 
 Examples
 --------
@@ -33,7 +35,7 @@ from ..validation import check_array, check_n_features, check_targets, replicate
 
 __all__ = ["KNeighborsClassifier"]
 
-_QUERIES, _COLUMNS, _GROUPS = 256, 8192, 16  # a block of query/training pairs (16 MB in float64), its column groups
+_QUERIES, _COLUMNS, _GROUPS = 256, 1024, 16  # a block of query/training pairs (2 MB in float64), its column groups
 
 
 def _rows_like(q, local: torch.Tensor) -> torch.Tensor:
@@ -43,22 +45,29 @@ def _rows_like(q, local: torch.Tensor) -> torch.Tensor:
     return wrap(local, q.split_dim, q.comm, (q.shape[0],) + tuple(local.shape[1:]), q.counts)
 
 
-def _block_candidates(d: torch.Tensor, k: int):
-    """Values and columns of candidates holding ``d``'s ``k`` smallest entries of every row.
+def _candidates(queries: torch.Tensor, rows: torch.Tensor, norms: torch.Tensor, k: int, d: torch.Tensor):
+    """Columns of ``rows`` holding the ``k`` nearest rows of every query, ``(n, G k)``, and a
+    mask of the real ones (the last block is padded).
 
-    With the leading columns in ``G`` strided groups, the ``k`` groups of smallest minima
-    hold the ``k`` smallest entries among them: ``G k`` candidates (and the few columns
-    past the groups) come back instead of the whole row."""
-    n, m = d.shape
-    width = m // _GROUPS
-    if width <= k:  # a narrow block: all of it
-        return d, torch.arange(m, device=d.device).expand(n, m)
-    grouped = d[:, :_GROUPS * width].view(n, _GROUPS, width)
-    groups = torch.topk(grouped.amin(1), k, dim=1, largest=False, sorted=False).indices
-    columns = (groups[:, None, :] + torch.arange(0, _GROUPS * width, width, device=d.device)[:, None]).view(n, -1)
-    rest = torch.arange(_GROUPS * width, m, device=d.device).expand(n, m - _GROUPS * width)
-    columns = torch.cat([columns, rest], 1)
-    return d.gather(1, columns), columns
+    The chunk is searched in blocks of ``_COLUMNS`` rows; a block's columns fall into
+    ``width`` groups of ``G`` columns ``c, c + width, ...``, whose minima of ``|t|^2 - 2 q . t``
+    (one matmul into the reused block ``d``, one reduction) go into a table of the chunk's
+    group minima. The ``k`` groups of smallest minima hold the ``k`` smallest entries of a row."""
+    n, m = queries.shape[0], rows.shape[0]
+    width = d.shape[1] // _GROUPS
+    blocks = -(-m // d.shape[1])
+    d, minima = d[:n], d.new_empty(n, blocks * width)
+    for b in range(blocks):
+        j = b * d.shape[1]
+        cols = min(d.shape[1], m - j)
+        torch.addmm(norms[j:j + cols], queries, rows[j:j + cols].T, alpha=-2, out=d[:, :cols])
+        d[:, cols:] = float("inf")  # past the chunk's end: never a minimum
+        torch.amin(d.view(n, _GROUPS, width), 1, out=minima[:, b * width:(b + 1) * width])
+    groups = torch.topk(minima, min(k, minima.shape[1]), dim=1, largest=False, sorted=False).indices
+    offsets = torch.arange(0, d.shape[1], width, device=d.device)
+    columns = (groups.div(width, rounding_mode="floor") * d.shape[1] + groups.remainder(width))[:, :, None] + offsets
+    columns = columns.view(n, -1)
+    return columns.clamp(max=m - 1), columns < m
 
 
 class KNeighborsClassifier(BaseEstimator):
@@ -121,19 +130,18 @@ class KNeighborsClassifier(BaseEstimator):
         # a neighbour's tag is its global index times the number of classes plus its class code
         best_t = torch.zeros(n, k, dtype=torch.int64, device=local.device)
         n_classes = self.classes_.shape[0]
+        block = local.new_empty(min(n, _QUERIES), _GROUPS * max(1, _COLUMNS // _GROUPS))
         for (start, rows), (_, codes) in zip(chunks(self._fit_x), chunks(self._fit_codes)):
             norms = (rows * rows).sum(1)
             tags = torch.arange(start, start + rows.shape[0], device=codes.device) * n_classes + codes
             for i in range(0, n, _QUERIES):
                 queries, top = local[i:i + _QUERIES], slice(i, i + _QUERIES)
-                for j in range(0, rows.shape[0], _COLUMNS):
-                    # |t|^2 - 2 q . t: the same ranking along a row as |q - t|^2
-                    d = torch.addmm(norms[j:j + _COLUMNS], queries, rows[j:j + _COLUMNS].T, alpha=-2)
-                    values, columns = _block_candidates(d, k)
-                    merged = torch.topk(torch.cat([best_d[top], values], 1), k, dim=1, largest=False, sorted=True)
-                    best_t[top] = torch.cat([best_t[top], tags[j:j + _COLUMNS][columns]], 1).gather(1, merged.indices)
-                    best_d[top] = merged.values
-        best_d = best_d.add_((local * local).sum(1, keepdim=True)).clamp_(min=0)
+                columns, real = _candidates(queries, rows, norms, k, block)
+                # the candidates' squared distances from their differences: exact, not the matmul form
+                found = (rows[columns] - queries[:, None]).square_().sum(2).masked_fill_(~real, float("inf"))
+                merged = torch.topk(torch.cat([best_d[top], found], 1), k, dim=1, largest=False, sorted=True)
+                best_t[top] = torch.cat([best_t[top], tags[columns]], 1).gather(1, merged.indices)
+                best_d[top] = merged.values
         best_i, best_c = best_t.div(n_classes, rounding_mode="floor"), best_t.remainder(n_classes)
         return q, best_d, best_i, best_c
 
