@@ -82,7 +82,7 @@ def test_sort_large_and_skewed():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.int32, torch.int64])
 def test_sort_keys_order_like_torch(dtype):
     # The int32 radix keys: both signs of NaN and zero, infinities, subnormals, extremes of
-    # the integer range (int64 both narrow, through a key, and wide, without one).
+    # the integer range (int64 narrow, and wide: a key of its top bits, ties put in order).
     if dtype.is_floating_point:
         tiny = torch.finfo(dtype).smallest_normal / 4
         special = torch.tensor([math.nan, -math.nan, 0.0, -0.0, math.inf, -math.inf, 1.0, -1.0, tiny, -tiny])
@@ -90,7 +90,10 @@ def test_sort_keys_order_like_torch(dtype):
     else:
         info = torch.iinfo(dtype)
         t = torch.cat([torch.tensor([info.min, info.max, 0, -1]), torch.randint(-5, 5, (96,))]).to(dtype)
-    cases = [t] + ([torch.randint(-2 ** 40, 2 ** 40, (100,)), torch.randint(10 ** 12, 10 ** 12 + 50, (100,))]
+    base = torch.randint(-2 ** 40, 2 ** 40, (30,))
+    close = torch.cat([base, base + torch.randint(1, 200, (30,)), base[:20], torch.tensor([2 ** 40, -2 ** 40])])
+    cases = [t] + ([torch.randint(-2 ** 40, 2 ** 40, (100,)), torch.randint(10 ** 12, 10 ** 12 + 50, (100,)),
+                    close[torch.randperm(close.numel())]]  # wide, with close and equal values: equal keys out of order
                    if dtype == torch.int64 else [])
     for t in cases:
         for descending in (False, True):

@@ -5,14 +5,18 @@ Along an axis that is not split every op is local. Along the split axis:
 * ``sort, argsort, msort``: a sample sort. Strided samples of every chunk (a few per rank,
   one allgather) give ``p - 1`` splitters; every rank sends each element to the rank its
   splitters name, in chunk order (one all-to-all of values and int64 global indices), sorts
-  what it received once (a stable sort: the runs arrive in global-index order; dtypes of at
-  most 32 bits, and int64 of a narrow range, through an order-preserving int32 key, which
-  torch sorts by radix sort) and the result is rebalanced (one more all-to-all). Every
-  element is sorted once, and the full-size buffers (the send order, the sent and received
-  elements) are freed as soon as they are used, so a rank's peak memory is a few times its
-  share. Elements are ordered by (value, global
-  index) throughout, so splitters cut between equal keys, the partition stays balanced for
-  any number of duplicates, and the order of equal keys is the stable one (the one torch
+  what it received once (a stable sort: the runs arrive in global-index order) by one
+  radix sort of int32 keys (torch sorts 1-D integers by radix sort, with a pass per key
+  byte): floats of at most 32 bits by their order-preserving bits, integers by the top 32
+  bits of ``value - min`` (the runs of equal keys that the low bits put out of order, rare
+  unless many values are close, sorted again), integer values rebuilt from keys and low
+  bits without a gather. Only the elements that change rank to make the result balanced
+  move again (one more all-to-all); the others are written in place into the result.
+  Every element is sorted once, and the full-size buffers (the send order, the sent and
+  received elements) are freed as soon as they are used, or reused, so a rank's peak
+  memory is a few times its share. Elements are ordered by (value, global index)
+  throughout, so splitters cut between equal keys, the partition stays balanced for any
+  number of duplicates, and the order of equal keys is the stable one (the one torch
   gives with ``stable=True``; also a valid unstable order). NaN goes last ascending, first
   descending, and ``-0.0`` ties ``0.0``, as in torch. The result is balanced along the
   split axis, with global indices.
@@ -67,30 +71,20 @@ def _before(v: torch.Tensor, s: torch.Tensor, descending: bool) -> torch.Tensor:
 
 
 _KEY_BITS = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
-_SMALL_INTS = (torch.bool, torch.uint8, torch.int8, torch.int16, torch.uint16, torch.int32)
 
 
 def _order_key(v: torch.Tensor, descending: bool):
-    """An int32 key of the 1-D ``v`` whose ascending order is torch's sort order of ``v`` (NaN
-    last ascending and first descending, ``-0.0`` tying ``0.0``), or None where there is none
-    (64-bit floats; int64 values spanning 2**31 or more). torch sorts 1-D int32 keys by radix
-    sort, several times faster than it compares floats or sorts int64; a stable sort of the
-    keys is a stable sort of ``v``."""
-    if v.dtype in _KEY_BITS:
-        bits_type = _KEY_BITS[v.dtype]
-        top = torch.iinfo(bits_type).max
-        bits = (v + 0).view(bits_type)  # + 0 turns -0.0 into 0.0
-        key = bits ^ ((bits >> (bits.element_size() * 8 - 1)) & top)  # negative floats: reverse the magnitude
-        key = key.masked_fill_(v.isnan(), top).to(torch.int32)
-    elif v.dtype in _SMALL_INTS:
-        key = v.to(torch.int32)
-    elif v.dtype == torch.int64 and v.numel():
-        lo, hi = (int(t) for t in torch.aminmax(v))
-        if hi - lo >= 2 ** 31:
-            return None
-        key = (v - lo).to(torch.int32)
-    else:
+    """An int32 key of the 1-D floats ``v`` whose ascending order is torch's sort order of ``v``
+    (NaN last ascending and first descending, ``-0.0`` tying ``0.0``), or None for float64.
+    torch sorts 1-D int32 keys by radix sort, several times faster than it compares floats;
+    a stable sort of the keys is a stable sort of ``v``."""
+    if v.dtype not in _KEY_BITS:
         return None
+    bits_type = _KEY_BITS[v.dtype]
+    top = torch.iinfo(bits_type).max
+    bits = (v + 0).view(bits_type)  # + 0 turns -0.0 into 0.0
+    key = bits ^ ((bits >> (bits.element_size() * 8 - 1)) & top)  # negative floats: reverse the magnitude
+    key = key.masked_fill_(v.isnan(), top).to(torch.int32)
     return ~key if descending else key
 
 
@@ -163,6 +157,113 @@ def _send_order(dest: torch.Tensor, p: int, dtype) -> torch.Tensor:
     return order
 
 
+# -- sorting what a rank received --------------------------------------------------------------
+_LOW = ((8, torch.uint8), (15, torch.int16), (31, torch.int32), (64, torch.int64))  # bits, and a dtype that holds them
+
+
+def _int_run(v: torch.Tensor, rows: torch.Tensor, descending: bool):
+    """Stable sort of the 1-D integers ``v`` (with their global ``rows``) by one int32 radix
+    sort; returns its ``emit`` for :func:`_balanced`. ``v``'s memory is reused.
+
+    The key is the top 32 bits of ``v - min(v)`` (all of it when ``v`` spans less than
+    2**32). The low bits it leaves out decide only between equal keys: taken along in sorted
+    order, they show the (rare) runs of equal keys that are out of order, and only those runs
+    are sorted again. The values are rebuilt from keys and low bits, without a gather."""
+    n = v.numel()
+    lo, hi = (int(t) for t in torch.aminmax(v)) if n else (0, 0)
+    shift = max(0, (hi - lo).bit_length() - 32)
+    key = torch.empty(n, dtype=torch.int32)
+    low = torch.empty(n, dtype=next(t for bits, t in _LOW if shift <= bits)) if shift else None
+    for s in range(0, n, _BLOCK):  # (in blocks: small temporaries)
+        d = v[s:s + _BLOCK].to(torch.int64) - lo  # (wraps beyond 2**63, with the right bits)
+        key[s:s + _BLOCK] = ((d >> shift) & 0xFFFFFFFF) - 2 ** 31
+        if low is not None:
+            low[s:s + _BLOCK] = d & ((1 << shift) - 1)
+    if descending:
+        key.bitwise_not_()
+    order = v if v.dtype == torch.int64 else torch.empty(n, dtype=torch.int64)
+    torch.sort(key, stable=True, out=(key, order))
+    if low is not None:
+        low = low.index_select(0, order)
+        tied = (key[1:] == key[:-1]) & ((low[1:] > low[:-1]) if descending else (low[1:] < low[:-1]))
+        at = tied.nonzero().squeeze(1)
+        del tied
+        if at.numel():  # runs of equal keys out of order: sorted again by (key, low bits)
+            run = torch.unique_consecutive(key[at])
+            first, count = torch.searchsorted(key, run), torch.searchsorted(key, run, right=True)
+            count -= first
+            pos = torch.repeat_interleave(first - count.cumsum(0) + count, count)
+            pos += torch.arange(pos.numel())
+            again = pos[_lexsort([low[pos].to(torch.int64), key[pos].to(torch.int64)], descending)]
+            order[pos], low[pos] = order[again], low[again]
+
+    def emit(a, b, out_values=None, out_rows=None):
+        if out_values is None:
+            out_values, out_rows = torch.empty(b - a, dtype=v.dtype), torch.empty(b - a, dtype=torch.int64)
+        for s in range(a, b, _BLOCK):
+            e = min(s + _BLOCK, b)
+            k = key[s:e].to(torch.int64)
+            value = ((~k if descending else k) + 2 ** 31 << shift) + lo
+            out_values[s - a:e - a] = value if low is None else value + low[s:e]
+            out_rows[s - a:e - a] = rows.index_select(0, order[s:e])
+        return out_values, out_rows
+    return emit
+
+
+def _float_run(v: torch.Tensor, rows: torch.Tensor, descending: bool):
+    """Stable sort of the 1-D floats ``v`` (with their global ``rows``), through an int32 key
+    where one exists; returns its ``emit`` for :func:`_balanced` (differentiable in ``v``)."""
+    key = _order_key(v.detach(), descending)
+    if key is None:
+        v, order = torch.sort(v, stable=True, descending=descending)
+    else:
+        order = torch.empty(v.numel(), dtype=torch.int64)
+        torch.sort(key, stable=True, out=(key, order))
+    gather = key is not None
+    del key
+
+    def emit(a, b, out_values=None, out_rows=None):
+        if out_values is None:
+            values = v.index_select(0, order[a:b]) if gather else v[a:b]
+            out_values, out_rows = values, torch.empty(b - a, dtype=torch.int64)
+        elif gather:
+            torch.index_select(v, 0, order[a:b], out=out_values)
+        else:
+            out_values.copy_(v[a:b])
+        for s in range(a, b, _BLOCK):
+            e = min(s + _BLOCK, b)
+            out_rows[s - a:e - a] = rows.index_select(0, order[s:e])
+        return out_values, out_rows
+    return emit
+
+
+def _balanced(emit, have, comm, dtype, grad: bool):
+    """This rank's chunk ``(values, int64 rows)`` of the balanced layout of a sorted sequence
+    held in runs, ``have[r]`` elements on rank r, in rank order. ``emit(a, b, out_values,
+    out_rows)`` writes this rank's elements a..b-1 (without outs: returns them). Only the
+    elements that change rank move (one all-to-all); the others are written in place, or
+    concatenated when ``grad`` (the values need a gradient)."""
+    rank = comm.rank
+    target = layout.balanced_counts(sum(have), comm.size)
+    send, recv, _ = layout.exchange_plan((sum(have),), 0, tuple(have), 0, target, rank)
+    send = [spec[0][1:] for spec in send]  # (first, count) of this rank's elements for each rank
+    recv = [0 if i == rank else spec[0][2] for i, spec in enumerate(recv)]
+    (first, kept), before = send[rank], sum(recv[:rank])
+    counts = [0 if j == rank else c for j, (_, c) in enumerate(send)]
+    parts = [emit(o, o + c) for j, (o, c) in enumerate(send) if j != rank] or [emit(first, first)]  # (on the graph if grad)
+    leaving = [torch.cat([t[i] for t in parts]) for i in range(2)]
+    plan = (tuple(((0, o, c),) for o, c in zip(layout.offsets(tuple(counts)), counts)),
+            tuple(((0, o, c),) for o, c in zip(layout.offsets(tuple(recv)), recv)), (sum(recv),))
+    arrived = [cf.exchange(t, comm, *plan) for t in leaving]
+    if grad:
+        return tuple(torch.cat([t[:before], mine, t[before:]]) for t, mine in zip(arrived, emit(first, first + kept)))
+    out = torch.empty(target[rank], dtype=dtype), torch.empty(target[rank], dtype=torch.int64)
+    for o, t in zip(out, arrived):
+        o[:before], o[before + kept:] = t[:before], t[before:]
+    emit(first, first + kept, *(o[before:before + kept] for o in out))
+    return out
+
+
 def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     """Sort an ``(N, B)`` problem column by column: ``local`` holds this rank's ``counts[rank]``
     rows (any counts). Returns this rank's rows ``(values, global row indices)`` of the sorted
@@ -213,27 +314,21 @@ def sample_sort(local: torch.Tensor, comm, counts, descending: bool):
     (values, keys), matrix = _route([sent, keys], send, comm)
     del sent
 
-    # One stable sort of the received elements (by value; then by column).
-    key = _order_key(values.detach(), descending) if width == 1 else None
-    if key is not None:
-        order = torch.sort(key, stable=True).indices
-        del key
-        values = values.index_select(0, order)
-    else:
-        values, order = torch.sort(values, stable=True, descending=descending)
-    if width > 1:
-        by_col = torch.sort(keys[:, 1].index_select(0, order), stable=True).indices
-        values, order = values.index_select(0, by_col), order.index_select(0, by_col)
+    have = matrix.sum(0).tolist()
+    if width == 1:  # one stable sort of the received elements, written where the balanced layout wants them
+        emit = (_int_run if not values.is_floating_point() else _float_run)(values, keys.squeeze(1), descending)
+        values, rows = _balanced(emit, have, comm, values.dtype, values.requires_grad and torch.is_grad_enabled())
+        return values.unsqueeze(1), rows.unsqueeze(1)
+
+    # One stable sort of the received elements by value, then by column.
+    values, order = torch.sort(values, stable=True, descending=descending)
+    by_col = torch.sort(keys[:, 1].index_select(0, order), stable=True).indices
+    values, order = values.index_select(0, by_col), order.index_select(0, by_col)
     rows = keys[:, 0].index_select(0, order)
     del keys, order
 
     # Rebalance: position q of the sorted sequence is row q % N of column q // N.
-    have = matrix.sum(0).tolist()
     target = layout.balanced_counts(total, p)
-    if width == 1:
-        plan = layout.exchange_plan((total,), 0, tuple(have), 0, target, rank)
-        values, rows = cf.exchange(values, comm, *plan), cf.exchange(rows, comm, *plan)
-        return values.unsqueeze(1), rows.to(torch.int64).unsqueeze(1)
     q = layout.offsets(tuple(have))[rank] + torch.arange(values.numel(), device=values.device)
     row, col = q % total, q // total
     ends = torch.tensor(layout.offsets(target)[1:] + (total,), device=q.device)
