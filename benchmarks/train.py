@@ -4,6 +4,7 @@ DataParallel on the mpi and torch backends, and torchheat autograd-only (batch-s
 DistTensors, no wrapper).
 
     python benchmarks/train.py [--models cnn resnet18] [--batch 32] [--steps 6] [--rounds 2] [--procs 1 2]
+                               [--only DDP "DP mpi"]
 
 Strong scaling: the global batch (``--batch``) is the same at every process count, each
 rank trains on its share. Each configuration runs as its own job (``mpiexec -n p`` through
@@ -12,7 +13,14 @@ optimizer steps (forward, loss, backward, SGD step; after two warm-up steps) bet
 barriers, and rank 0 reports one JSON line. ``--rounds`` alternate all configurations, so
 that load from other programs hits them alike; each entry is the best round. Efficiency is
 samples/s at p over p times plain torch's. Autograd-only is n/a while a layer of the model
-has no distributed rule (the run uses ``th.config.fallback = "error"``).
+has no distributed rule (the run uses ``th.config.fallback = "error"``). "torch alone" is
+the ceiling: p plain torch processes, each training on its share at the same time, that
+never communicate (on p free cores its efficiency is 1; below that the machine's own
+limits: shared caches and memory bandwidth, or other programs). Every entry comes twice:
+by wall time, and by CPU time (the CPU seconds of a rank, averaged over ranks), which
+counts the work done, communication included, but not time a rank spent descheduled: on
+a loaded machine it says what wall time would say on free cores. A rank blocked in gloo
+uses no CPU time; one waiting in MPI spins, except in DataParallel's own waits.
 Targets at 2 processes: DataParallel at least as fast as DDP; efficiency >= 0.85 on the CNN.
 """
 import argparse
@@ -58,8 +66,10 @@ def fake_batch(n):
     return torch.rand(n, *IMAGE, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: None):
-    """Throughput of ``steps`` SGD steps on the given (local or split) batch, after two warm-up steps."""
+def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: None, mean=float):
+    """Throughput of ``steps`` SGD steps on the given (local or split) batch, after two warm-up
+    steps: ``[by wall time, by CPU time]``, the second with this process's CPU seconds
+    averaged over ranks by ``mean``."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -70,11 +80,12 @@ def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: No
     for _ in range(2):
         step()
     barrier()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
+    cpu = time.process_time() - cpu
     barrier()
-    return global_batch * steps / (time.perf_counter() - start)
+    return [global_batch * steps / (time.perf_counter() - start), global_batch * steps / mean(cpu)]
 
 
 def worker(args):
@@ -90,20 +101,31 @@ def worker(args):
         rank, size = dist.get_rank(), dist.get_world_size()
         share = slice(rank * args.batch // size, (rank + 1) * args.batch // size)
         model = nn.parallel.DistributedDataParallel(model)
-        result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, dist.barrier)
+
+        def mean(x):
+            t = torch.tensor([x], dtype=torch.float64)
+            dist.all_reduce(t)
+            return t.item() / size
+
+        result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, dist.barrier, mean)
     else:
         import torchheat as th
 
         th.config.fallback = "error"  # autograd-only: a layer with no rule is reported as n/a
         comm = th.get_comm()
         rank, size = comm.rank, comm.size
-        if args.mode == "dp":
-            share = slice(rank * args.batch // size, (rank + 1) * args.batch // size)
-            model = th.nn.DataParallel(model)
-            result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, comm.barrier)
+        share = slice(rank * args.batch // size, (rank + 1) * args.batch // size)
+
+        def mean(x):
+            return comm.allreduce(torch.tensor([x], dtype=torch.float64)).item() / size
+
+        if args.mode in ("dp", "alone"):  # alone: the ranks train side by side and never communicate
+            model = th.nn.DataParallel(model) if args.mode == "dp" else model
+            result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, comm.barrier, mean)
         else:
             try:
-                result = samples_per_s(model, th.distribute(images, 0), th.distribute(labels, 0), args.batch, args.steps, comm.barrier)
+                result = samples_per_s(model, th.distribute(images, 0), th.distribute(labels, 0), args.batch, args.steps,
+                                       comm.barrier, mean)
             except th.NotDistributedError:
                 result = None
     if rank == 0:
@@ -124,13 +146,15 @@ def torchrun(args, p, options):
     return json.loads(lines[-1][len(MARKER):])["samples_per_s"]
 
 
-def columns(procs):
-    """(name, process count, how to run it) of every configuration."""
+def columns(procs, only=None):
+    """(name, process count, how to run it) of every configuration (plain torch and those
+    whose names hold a string of ``only``)."""
     out = [("torch", 1, "local", None)]
     for p in procs:
+        out += [(f"torch alone p={p}", p, "mpiexec", "alone")] if p > 1 else []
         out += [(f"DDP p={p}", p, "torchrun", "ddp"), (f"th DP mpi p={p}", p, "mpiexec", "dp"),
                 (f"th DP torch p={p}", p, "torchrun", "dp"), (f"th autograd p={p}", p, "mpiexec", "autograd")]
-    return out
+    return [c for c in out if c[0] == "torch" or only is None or any(s in c[0] for s in only)]
 
 
 def main():
@@ -140,6 +164,7 @@ def main():
     parser.add_argument("--steps", type=int, default=6, help="timed steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all configurations")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--only", nargs="+", default=None, help="only the configurations whose name holds one of these")
     parser.add_argument("--port", type=int, default=29635, help="torchrun's master port")
     parser.add_argument("--mpiexec", default=shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec")
     parser.add_argument("--mode", default="dp", help=argparse.SUPPRESS)
@@ -152,7 +177,7 @@ def main():
     table = {}
     for _ in range(args.rounds):
         for model in args.models:
-            for name, p, how, mode in columns(args.procs):
+            for name, p, how, mode in columns(args.procs, args.only):
                 options = ["--models", model, "--batch", str(args.batch), "--steps", str(args.steps), "--mode", str(mode)]
                 if how == "local":
                     torch.manual_seed(0)
@@ -162,17 +187,20 @@ def main():
                 else:
                     value = torchrun(args, p, options)
                 best = table.get((model, name))
-                table[(model, name)] = value if best is None or value is None else max(best, value)
+                table[(model, name)] = value if best is None or value is None else [max(b, v) for b, v in zip(best, value)]
 
-    names = columns(args.procs)
+    names = columns(args.procs, args.only)
     print(f"samples/s, global batch {args.batch} of {IMAGE} images, {args.steps} SGD steps, 1 thread per process, "
-          f"best of {args.rounds} rounds; efficiency = samples/s / (p * torch's)")
-    print(f"{'configuration':<20}" + "".join(f"{m:>22}" for m in args.models))
+          f"best of {args.rounds} rounds; efficiency = samples/s / (p * torch's). Each model: by wall time, and by "
+          "CPU time (samples per CPU second of one rank, averaged over ranks: the work done, without time spent "
+          "blocked, which a waiting gloo rank does not count and a waiting MPI rank does)")
+    print(f"{'configuration':<20}" + "".join(f"{m + ' wall':>22}{m + ' cpu':>22}" for m in args.models))
     for name, p, _, _ in names:
         row = f"{name:<20}"
         for model in args.models:
             v, base = table[(model, name)], table[(model, "torch")]
-            row += f"{'n/a':>22}" if v is None else f"{f'{v:8.1f} (eff {v / base / p:.2f})':>22}"
+            for i in range(2):
+                row += f"{'n/a':>22}" if v is None else f"{f'{v[i]:8.1f} (eff {v[i] / base[i] / p:.2f})':>22}"
         print(row)
     return 0
 

@@ -137,6 +137,34 @@ def test_no_sync_accumulates(comm):
     assert_replicated_close([p.grad for p in model.parameters()], [p.grad for p in ref.parameters()], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_across_steps(comm, set_to_none):
+    """Reduced gradients stay in their buckets: ``zero_grad(set_to_none=False)`` keeps every
+    ``.grad`` the same tensor from step to step (as in torch) and the next backward reduces
+    them in place; after ``zero_grad()`` a gradient kept from an earlier step is never
+    overwritten. The parameters are one process's on the global batch either way."""
+    data = batches()
+    ref, model = mlp(), th.nn.DataParallel(mlp(), bucket_cap_mb=1e-4)
+    ref_opt, opt = OPTIMIZERS["sgd"](ref.parameters()), OPTIMIZERS["sgd"](model.parameters())
+    kept = pointers = None
+    for x, y in data:
+        ref_opt.zero_grad(set_to_none=set_to_none)
+        opt.zero_grad(set_to_none=set_to_none)
+        mse(ref(x), y).backward()
+        mse(model(own_rows(x, comm)), own_rows(y, comm)).backward()
+        if kept is None:
+            kept = [(p.grad, p.grad.clone()) for p in model.parameters()]
+        elif not set_to_none:
+            pointers = pointers or [p.grad.data_ptr() for p in model.parameters()]
+            assert [p.grad.data_ptr() for p in model.parameters()] == pointers
+        ref_opt.step()
+        opt.step()
+    assert_replicated_close([p.detach() for p in model.parameters()], [p.detach() for p in ref.parameters()],
+                            rtol=1e-5, atol=1e-5)
+    if set_to_none:
+        assert all(torch.equal(g, copy) for g, copy in kept)
+
+
 class Branchy(nn.Module):
     """``a`` is used on rank 0 only, ``never`` nowhere."""
 
@@ -237,6 +265,8 @@ def test_iallreduce(comm, dtype, op):
     expected = {"sum": everyone.sum(0), "prod": everyone.prod(0), "max": everyone.amax(0), "min": everyone.amin(0)}[op]
     t, t2 = values.to(dtype), torch.ones(2, 3, dtype=dtype)
     first, second = comm.iallreduce(t, op), comm.iallreduce(t2, "sum")  # two in flight at once
+    while not first.test():  # testing drives it to completion
+        pass
     first.wait()
     second.wait()
     assert t.dtype == dtype and torch.equal(t, expected.to(dtype))

@@ -91,6 +91,9 @@ class _Request:
         if self._finish is not None:
             self._finish()
 
+    def test(self) -> bool:
+        return self._req.Test()
+
 
 class MPICommunicator(Communicator):
     """Communicator over an ``mpi4py.MPI.Comm`` (default ``COMM_WORLD``).

@@ -97,6 +97,13 @@ class Request:
     def wait(self) -> None:
         call(self._comm, "wait", self._req.wait)
 
+    def test(self) -> bool:
+        """Whether the operation has completed, without blocking; ``wait()`` is still
+        needed to finish it. On MPI each call also drives the progress of non-blocking
+        collectives, which otherwise advance only inside MPI calls."""
+        req = self._req
+        return req.test() if hasattr(req, "test") else req.is_completed()  # (a torch.distributed Work)
+
 
 def _start() -> None:
     global _watchdog

@@ -49,6 +49,9 @@ class _CopyOnWait:
         self._work.wait()
         self._target.copy_(self._buffer)
 
+    def test(self) -> bool:
+        return self._work.is_completed()
+
 
 class TorchCommunicator(Communicator):
     """Communicator over a torch.distributed process group (default: the world); under torchrun.

@@ -9,10 +9,15 @@ the forward got:
   into buckets of about ``bucket_cap_mb`` megabytes (in reverse order of registration, the
   order in which backward produces their gradients); a post-accumulate-grad hook notes
   each parameter's gradient, and when a bucket is complete its gradients are copied into
-  one flat buffer and a non-blocking allreduce of it starts while backward goes on. At the
-  end of backward (an autograd engine callback) the remaining buckets are started, all are
-  waited for and the averages copied back into ``.grad``. Buckets start in the same order
-  on every rank whatever order the hooks fire in.
+  one flat buffer (divided by the number of ranks on the way) and a non-blocking
+  allreduce of it starts while backward goes on; every later hook tests the pending
+  allreduces, since MPI advances them only inside MPI calls. At the end of backward (an
+  autograd engine callback) the remaining buckets are started and all are waited for (on
+  MPI by testing with short sleeps, so a waiting rank leaves its core to others), and each
+  ``.grad`` becomes a view of its average in the flat buffer (nothing copied back). A
+  backward that accumulates into those views (``zero_grad(set_to_none=False)``) reduces
+  the buffer in place without a copy. Buckets start in the same order on every rank
+  whatever order the hooks fire in.
 * **batch-split DistTensors**: torchheat's autograd already gives every replicated
   parameter the exact gradient of the global loss, summed over ranks (DESIGN.md section 3);
   DataParallel adds no reduction of its own, so nothing is reduced twice.
@@ -29,6 +34,7 @@ torch.Size([1, 3])
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from typing import List, Optional
 
@@ -36,6 +42,7 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..comm import Communicator, get_comm
+from ..comm.timeout import call
 from ..tensor import DistTensor
 
 __all__ = ["DataParallel"]
@@ -72,40 +79,80 @@ def broadcast_tensors(tensors: List[torch.Tensor], comm: Communicator, root: int
     return bool(differed)
 
 
+def _wait(request, comm: Communicator) -> None:
+    """Complete ``request``. On MPI by testing it with sleeps in between, doubling from 50 us
+    to 1 ms: MPI's own wait spins, and a rank that waits for a slower one would take a core
+    from it (or from anything else) on a node with more processes than cores."""
+    if comm.backend == "mpi":
+        def poll():
+            pause = 5e-5
+            while not request.test():
+                time.sleep(pause)
+                pause = min(2 * pause, 1e-3)
+
+        call(comm, "wait", poll)  # watched by the collective timeout like any wait
+    request.wait()
+
+
 class _Bucket:
-    """Gradients of some parameters of one dtype and device, reduced by one allreduce."""
+    """Gradients of some parameters of one dtype and device, reduced by one allreduce.
+
+    After a reduction every parameter's ``.grad`` is a view into the bucket's flat buffer
+    (as with DDP's ``gradient_as_bucket_view``), so nothing is copied back; a backward that
+    accumulates into those views (``zero_grad(set_to_none=False)``, ``no_sync()``) finds its
+    gradients already in place and reduces the buffer without a copy. Otherwise (fresh
+    gradients after ``zero_grad()``) they are copied into a new buffer, so that a gradient
+    the user kept from an earlier step is never overwritten.
+    """
 
     def __init__(self, params: List[torch.Tensor]):
         self.params = params
         self.sizes = [p.numel() for p in params]
+        self.numel = sum(self.sizes)
         self.ready = 0
-        self.flat: Optional[torch.Tensor] = None
+        self.flat: Optional[torch.Tensor] = None  # the buffer of the reduction under way
         self.request = None
 
+    def _own_buffer(self) -> Optional[torch.Tensor]:
+        """The last reduction's buffer if every gradient is still its view into it (then
+        nothing is copied), else None. Only the gradients keep it alive between steps."""
+        grad0 = self.params[0].grad
+        flat = None if grad0 is None else grad0._base
+        if flat is None or flat.numel() != self.numel + len(self.params):
+            return None
+        item, offset = flat.element_size(), flat.data_ptr()
+        for p, n in zip(self.params, self.sizes):
+            g = p.grad
+            if g is None or g._base is not flat or g.data_ptr() != offset or not g.is_contiguous():
+                return None
+            offset += n * item
+        return flat
+
     def start(self, comm: Communicator) -> None:
-        numel = sum(self.sizes)
-        p0 = self.params[0]
-        # one more element per parameter: 1 where this rank has a gradient for it
-        self.flat = flat = torch.zeros(numel + len(self.params), dtype=p0.dtype, device=p0.device)
-        for p, part in zip(self.params, flat[:numel].split(self.sizes)):
-            if p.grad is not None:
-                part.copy_(p.grad.reshape(-1))
+        """Put the gradients divided by the number of ranks into the flat buffer (one more
+        element per parameter: 1 where this rank has its gradient) and start its allreduce."""
+        numel, p0 = self.numel, self.params[0]
+        self.flat = flat = self._own_buffer()
+        if flat is not None:
+            flat[:numel].div_(comm.size)
+        else:
+            self.flat = flat = torch.empty(numel + len(self.params), dtype=p0.dtype, device=p0.device)
+            for p, part in zip(self.params, flat[:numel].split(self.sizes)):
+                if p.grad is None:
+                    part.zero_()
+                else:  # the division fused into the copy (exact for a power-of-two number of ranks)
+                    torch.div(p.grad.reshape(-1), comm.size, out=part)
         flat[numel:] = torch.tensor([p.grad is not None for p in self.params], dtype=flat.dtype)
         self.request = comm.iallreduce(flat)
 
     def finish(self, comm: Communicator) -> List[int]:
-        """Wait, put the averages into ``.grad``; return how many ranks had each gradient."""
-        self.request.wait()
-        flat, numel = self.flat, sum(self.sizes)
-        flat[:numel].div_(comm.size)
+        """Wait, point ``.grad`` at the averages; return how many ranks had each gradient."""
+        _wait(self.request, comm)
+        flat, numel = self.flat, self.numel
         used = [round(u) for u in flat[numel:].tolist()]
         for p, part, u in zip(self.params, flat[:numel].split(self.sizes), used):
-            if not u:  # no rank has a gradient for it: it stays None, as in one process
-                continue
-            if p.grad is None:
-                p.grad = part.view_as(p).clone()
-            else:
-                p.grad.copy_(part.view_as(p))
+            if u:  # else no rank has a gradient for it: it stays None, as in one process
+                p.grad = part.view_as(p)
         self.flat = self.request = None
         self.ready = 0
         return used
@@ -193,6 +240,7 @@ class DataParallel(torch.nn.Module):
         self._sync = True
         self._reduce = False  # whether the coming backward reduces (set by forward)
         self._started = 0  # buckets started in this backward (they start in order)
+        self._arrived = 0  # of those, how many are known to be complete
         self._queued = False
         params = [p for p in module.parameters() if p.requires_grad]
         if broadcast_tensors(list(module.parameters()) + list(module.buffers()), self.comm):
@@ -265,6 +313,9 @@ class DataParallel(torch.nn.Module):
                 break
             bucket.start(self.comm)
             self._started += 1
+        # MPI advances a started allreduce only inside MPI calls: test the oldest pending one
+        while self._arrived < self._started and self._buckets[self._arrived].request.test():
+            self._arrived += 1
 
     def _finish(self) -> None:
         """End of backward: start the buckets left (parameters without gradients), wait for all."""
@@ -274,7 +325,7 @@ class DataParallel(torch.nn.Module):
         for bucket in self._buckets:
             used = bucket.finish(self.comm)
             missing += [self._names[p] for p, u in zip(bucket.params, used) if u < self.comm.size]
-        self._started, self._queued, self._reduce = 0, False, False
+        self._started, self._arrived, self._queued, self._reduce = 0, 0, False, False
         if missing and not self.find_unused_parameters:
             raise RuntimeError(f"DataParallel: parameters {sorted(missing)} got no gradient on some rank in this backward "
                                "(not used in its forward); pass find_unused_parameters=True to allow that")
