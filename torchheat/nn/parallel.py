@@ -12,9 +12,8 @@ the forward got:
   one flat buffer (divided by the number of ranks on the way) and a non-blocking
   allreduce of it starts while backward goes on; every later hook tests the pending
   allreduces, since MPI advances them only inside MPI calls. At the end of backward (an
-  autograd engine callback) the remaining buckets are started and all are waited for (on
-  MPI by testing with short sleeps, so a waiting rank leaves its core to others), and each
-  ``.grad`` becomes a view of its average in the flat buffer (nothing copied back). A
+  autograd engine callback) the remaining buckets are started and all are waited for, and
+  each ``.grad`` becomes a view of its average in the flat buffer (nothing copied back). A
   backward that accumulates into those views (``zero_grad(set_to_none=False)``) reduces
   the buffer in place without a copy. Buckets start in the same order on every rank
   whatever order the hooks fire in.
@@ -34,7 +33,6 @@ torch.Size([1, 3])
 from __future__ import annotations
 
 import contextlib
-import time
 import warnings
 from typing import List, Optional
 
@@ -42,7 +40,6 @@ import torch
 from torch.utils import _pytree as pytree
 
 from ..comm import Communicator, get_comm
-from ..comm.timeout import call
 from ..tensor import DistTensor
 
 __all__ = ["DataParallel"]
@@ -77,21 +74,6 @@ def broadcast_tensors(tensors: List[torch.Tensor], comm: Communicator, root: int
     differed = comm.allreduce(torch.tensor([not torch.equal(mine, flat)]), "lor")
     _unpack_into(tensors, flat)
     return bool(differed)
-
-
-def _wait(request, comm: Communicator) -> None:
-    """Complete ``request``. On MPI by testing it with sleeps in between, doubling from 50 us
-    to 1 ms: MPI's own wait spins, and a rank that waits for a slower one would take a core
-    from it (or from anything else) on a node with more processes than cores."""
-    if comm.backend == "mpi":
-        def poll():
-            pause = 5e-5
-            while not request.test():
-                time.sleep(pause)
-                pause = min(2 * pause, 1e-3)
-
-        call(comm, "wait", poll)  # watched by the collective timeout like any wait
-    request.wait()
 
 
 class _Bucket:
@@ -147,7 +129,7 @@ class _Bucket:
 
     def finish(self, comm: Communicator) -> List[int]:
         """Wait, point ``.grad`` at the averages; return how many ranks had each gradient."""
-        _wait(self.request, comm)
+        self.request.wait()
         flat, numel = self.flat, self.numel
         used = [round(u) for u in flat[numel:].tolist()]
         for p, part, u in zip(self.params, flat[:numel].split(self.sizes), used):
