@@ -125,11 +125,15 @@ def _ring_product(a, b, kind: str, counts, comm) -> torch.Tensor:
     ``"A-rows"``: A split n, B split m (A's row blocks travel); result split m.
     """
     off = layout.offsets(counts)
-    if kind in ("B-rows", "A-cols"):
+    if kind == "B-rows":
         out = None
-        for q, block in _ring(b if kind == "B-rows" else a, counts, -2 if kind == "B-rows" else -1, comm):
-            x, y = (a.narrow(-1, off[q], counts[q]), block) if kind == "B-rows" else (block, b.narrow(-2, off[q], counts[q]))
-            out = _accumulate(out, x, y)
+        for q, bq in _ring(b, counts, -2, comm):
+            out = _accumulate(out, a.narrow(-1, off[q], counts[q]), bq)
+        return out
+    if kind == "A-cols":
+        out = None
+        for q, aq in _ring(a, counts, -1, comm):
+            out = _accumulate(out, aq, b.narrow(-2, off[q], counts[q]))
         return out
     batch = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     if kind == "B-cols":
