@@ -4,10 +4,11 @@ DataParallel on the mpi and torch backends, and torchheat autograd-only (batch-s
 DistTensors, no wrapper).
 
     python benchmarks/train.py [--models cnn resnet18] [--batch 32] [--steps 6] [--rounds 2] [--procs 1 2]
-                               [--only DDP "DP mpi"]
+                               [--only DDP "DP mpi"] [--weak]
 
 Strong scaling: the global batch (``--batch``) is the same at every process count, each
-rank trains on its share. Each configuration runs as its own job (``mpiexec -n p`` through
+rank trains on its share. ``--weak``: weak scaling, the way data-parallel training is
+usually scaled: ``--batch`` is every rank's batch, the global batch grows with p. Each configuration runs as its own job (``mpiexec -n p`` through
 :func:`scaling.launch`, or ``torchrun --nproc_per_node=p``); every worker times ``--steps``
 optimizer steps (forward, loss, backward, SGD step; after two warm-up steps) between
 barriers, and rank 0 reports one JSON line. ``--rounds`` alternate all configurations, so
@@ -93,13 +94,14 @@ def worker(args):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = MODELS[args.models[0]]()
-    images, labels = fake_batch(args.batch)
     if args.mode == "ddp":
         import torch.distributed as dist
 
         dist.init_process_group("gloo")
         rank, size = dist.get_rank(), dist.get_world_size()
-        share = slice(rank * args.batch // size, (rank + 1) * args.batch // size)
+        batch = args.batch * size if args.weak else args.batch
+        images, labels = fake_batch(batch)
+        share = slice(rank * batch // size, (rank + 1) * batch // size)
         model = nn.parallel.DistributedDataParallel(model)
 
         def mean(x):
@@ -107,24 +109,26 @@ def worker(args):
             dist.all_reduce(t)
             return t.item() / size
 
-        result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, dist.barrier, mean)
+        result = samples_per_s(model, images[share], labels[share], batch, args.steps, dist.barrier, mean)
     else:
         import torchheat as th
 
         th.config.fallback = "error"  # autograd-only: a layer with no rule is reported as n/a
         comm = th.get_comm()
         rank, size = comm.rank, comm.size
-        share = slice(rank * args.batch // size, (rank + 1) * args.batch // size)
+        batch = args.batch * size if args.weak else args.batch
+        images, labels = fake_batch(batch)
+        share = slice(rank * batch // size, (rank + 1) * batch // size)
 
         def mean(x):
             return comm.allreduce(torch.tensor([x], dtype=torch.float64)).item() / size
 
         if args.mode in ("dp", "alone"):  # alone: the ranks train side by side and never communicate
             model = th.nn.DataParallel(model) if args.mode == "dp" else model
-            result = samples_per_s(model, images[share], labels[share], args.batch, args.steps, comm.barrier, mean)
+            result = samples_per_s(model, images[share], labels[share], batch, args.steps, comm.barrier, mean)
         else:
             try:
-                result = samples_per_s(model, th.distribute(images, 0), th.distribute(labels, 0), args.batch, args.steps,
+                result = samples_per_s(model, th.distribute(images, 0), th.distribute(labels, 0), batch, args.steps,
                                        comm.barrier, mean)
             except th.NotDistributedError:
                 result = None
@@ -160,7 +164,8 @@ def columns(procs, only=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--batch", type=int, default=32, help="global batch size")
+    parser.add_argument("--batch", type=int, default=32, help="global batch size (with --weak: each rank's)")
+    parser.add_argument("--weak", action="store_true", help="weak scaling: the global batch is --batch times p")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per run")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all configurations")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
@@ -179,6 +184,7 @@ def main():
         for model in args.models:
             for name, p, how, mode in columns(args.procs, args.only):
                 options = ["--models", model, "--batch", str(args.batch), "--steps", str(args.steps), "--mode", str(mode)]
+                options += ["--weak"] if args.weak else []
                 if how == "local":
                     torch.manual_seed(0)
                     value = samples_per_s(MODELS[model](), *fake_batch(args.batch), args.batch, args.steps)
@@ -190,7 +196,8 @@ def main():
                 table[(model, name)] = value if best is None or value is None else [max(b, v) for b, v in zip(best, value)]
 
     names = columns(args.procs, args.only)
-    print(f"samples/s, global batch {args.batch} of {IMAGE} images, {args.steps} SGD steps, 1 thread per process, "
+    batch = f"batch {args.batch} per rank" if args.weak else f"global batch {args.batch}"
+    print(f"samples/s, {batch} of {IMAGE} images, {args.steps} SGD steps, 1 thread per process, "
           f"best of {args.rounds} rounds; efficiency = samples/s / (p * torch's). Each model: by wall time, and by "
           "CPU time (samples per CPU second of one rank, averaged over ranks: the work done, without time spent "
           "blocked, which a waiting gloo rank does not count and a waiting MPI rank does)")
