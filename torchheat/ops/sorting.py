@@ -163,49 +163,69 @@ _LOW = ((8, torch.uint8), (15, torch.int16), (31, torch.int32), (64, torch.int64
 
 def _int_run(v: torch.Tensor, rows: torch.Tensor, descending: bool):
     """Stable sort of the 1-D integers ``v`` (with their global ``rows``) by one int32 radix
-    sort; returns its ``emit`` for :func:`_balanced`. ``v``'s memory is reused.
+    sort; returns its ``emit`` for :func:`_balanced`. The memory of ``v`` and ``rows`` is reused.
 
     The key is the top 32 bits of ``v - min(v)`` (all of it when ``v`` spans less than
-    2**32). The low bits it leaves out decide only between equal keys: taken along in sorted
-    order, they show the (rare) runs of equal keys that are out of order, and only those runs
-    are sorted again. The values are rebuilt from keys and low bits, without a gather."""
-    n = v.numel()
+    2**32). The low bits it leaves out decide only between equal keys: they show the (rare)
+    runs of equal keys that are out of order, and only those runs are sorted again. Where
+    rows and low bits fit in 32 bits together, they are packed into the int32 rows, so that
+    one gather in sorted order brings both (else the low bits are gathered on their own).
+    The values are rebuilt from keys and low bits, without a gather of the values."""
+    n, dtype = v.numel(), v.dtype
     lo, hi = (int(t) for t in torch.aminmax(v)) if n else (0, 0)
     shift = max(0, (hi - lo).bit_length() - 32)
+    mask = (1 << shift) - 1
+    packed = bool(shift) and rows.dtype == torch.int32 and int(rows.max()).bit_length() + shift <= 32
     key = torch.empty(n, dtype=torch.int32)
-    low = torch.empty(n, dtype=next(t for bits, t in _LOW if shift <= bits)) if shift else None
+    low = torch.empty(n, dtype=next(t for bits, t in _LOW if shift <= bits)) if shift and not packed else None
     for s in range(0, n, _BLOCK):  # (in blocks: small temporaries)
         d = v[s:s + _BLOCK].to(torch.int64) - lo  # (wraps beyond 2**63, with the right bits)
         key[s:s + _BLOCK] = ((d >> shift) & 0xFFFFFFFF) - 2 ** 31
-        if low is not None:
-            low[s:s + _BLOCK] = d & ((1 << shift) - 1)
+        if packed:  # (the int32 wraps: the row's top bit may land in the sign)
+            rows[s:s + _BLOCK] = (rows[s:s + _BLOCK].to(torch.int64) << shift | d & mask).to(torch.int32)
+        elif low is not None:
+            low[s:s + _BLOCK] = d & mask
     if descending:
         key.bitwise_not_()
     order = v if v.dtype == torch.int64 else torch.empty(n, dtype=torch.int64)
     torch.sort(key, stable=True, out=(key, order))
+    del v
     if low is not None:
         low = low.index_select(0, order)
-        tied = (key[1:] == key[:-1]) & ((low[1:] > low[:-1]) if descending else (low[1:] < low[:-1]))
-        at = tied.nonzero().squeeze(1)
-        del tied
+
+    def low_at(at):  # the low bits of sorted positions ``at``
+        return rows.index_select(0, order[at]).to(torch.int64) & mask if packed else low[at].to(torch.int64)
+
+    if shift:
+        at = (key[1:] == key[:-1]).nonzero().squeeze(1)  # equal keys: their low bits decide
+        first, second = low_at(at), low_at(at + 1)
+        at = at[second > first if descending else second < first]
         if at.numel():  # runs of equal keys out of order: sorted again by (key, low bits)
             run = torch.unique_consecutive(key[at])
             first, count = torch.searchsorted(key, run), torch.searchsorted(key, run, right=True)
             count -= first
             pos = torch.repeat_interleave(first - count.cumsum(0) + count, count)
             pos += torch.arange(pos.numel())
-            again = pos[_lexsort([low[pos].to(torch.int64), key[pos].to(torch.int64)], descending)]
-            order[pos], low[pos] = order[again], low[again]
+            again = pos[_lexsort([low_at(pos), key[pos].to(torch.int64)], descending)]
+            order[pos] = order[again]
+            if low is not None:
+                low[pos] = low[again]
 
     def emit(a, b, out_values=None, out_rows=None):
         if out_values is None:
-            out_values, out_rows = torch.empty(b - a, dtype=v.dtype), torch.empty(b - a, dtype=torch.int64)
+            out_values, out_rows = torch.empty(b - a, dtype=dtype), torch.empty(b - a, dtype=torch.int64)
         for s in range(a, b, _BLOCK):
             e = min(s + _BLOCK, b)
             k = key[s:e].to(torch.int64)
             value = ((~k if descending else k) + 2 ** 31 << shift) + lo
-            out_values[s - a:e - a] = value if low is None else value + low[s:e]
-            out_rows[s - a:e - a] = rows.index_select(0, order[s:e])
+            tag = rows.index_select(0, order[s:e])
+            if packed:
+                tag = tag.to(torch.int64) & 0xFFFFFFFF
+                value += tag & mask
+                tag >>= shift
+            elif low is not None:
+                value += low[s:e]
+            out_values[s - a:e - a], out_rows[s - a:e - a] = value, tag
         return out_values, out_rows
     return emit
 
