@@ -97,21 +97,29 @@ class KMeans(KClusterBase):
     def _distance(self, x, centers):
         return squared_distances(x, centers).sqrt_()
 
+    _center_data = False  # the loop measures from a point near the data instead: no centered copy of X
+
+    def _init_centers(self, x, sample_weight, generator):
+        if isinstance(self.init, str) and self.init in ("k-means++", "kmeans++"):
+            # the seeding's distances on centered data (a temporary copy): less lost to cancellation
+            mean = replicated(x.mean(0))
+            return super()._init_centers(x - mean, sample_weight, generator) + mean
+        return super()._init_centers(x, sample_weight, generator)
+
     def _prepare(self, x, mean, sample_weight):
-        # this rank's rows, centered, contiguous: the Lloyd loop runs on them as plain tensors
-        local = x.local if isinstance(x, DistTensor) else x
-        xc = local.clone(memory_format=torch.contiguous_format) if mean is None else local - mean
-        samples = wrap(xc, x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else xc
+        # this rank's rows as they are (no copy unless strided): the Lloyd loop runs on them as plain tensors
+        local = (x.local if isinstance(x, DistTensor) else x).contiguous()
+        samples = wrap(local, x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else local
         weights = None if sample_weight is None else (
             sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight)
-        return _Lloyd(samples, xc, weights)
+        return _Lloyd(samples, local, weights)
 
     def _samples(self, data):
         return data.samples
 
     def _single_run(self, data, sample_weight, centers, tol, bar):
         # the shared loop on this rank's rows as plain tensors; the labels leave as X's rows
-        data.restart()
+        data.restart(centers)
         labels, inertia, centers, n_iter = super()._single_run(data, sample_weight, centers, tol, bar)
         return data.labels(labels.clone()), inertia, centers, n_iter
 
@@ -163,9 +171,10 @@ class _Lloyd:
         self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
         self._buffers, self._table, self._rows = None, None, None
 
-    def restart(self):
-        """Forget the table: the next iteration sums all rows."""
-        self._table = None
+    def restart(self, centers):
+        """Start a run from ``centers``: forget the table (the next iteration sums all rows)
+        and measure from their mean, a point near the data."""
+        self._table, self.origin = None, centers.mean(0)
 
     def assign(self, centers):
         """This rank's labels for ``centers``, in the label buffer the table's labels do not use."""
@@ -177,8 +186,9 @@ class _Lloyd:
         if self._table is not None and labels is self._prev:
             labels, spare = spare, labels
         self._buffers = (dist, labels, spare)
-        # the argmin of |x - c|^2 needs no |x|^2
-        return torch.argmin(torch.addmm((centers * centers).sum(1), self.x, centers.T, alpha=-2, out=dist), 1,
+        # with c' = c - o: |x - c|^2 - |x - o|^2 = |c'|^2 + 2 o.c' - 2 x.c', small terms where o is near x
+        c = centers - self.origin
+        return torch.argmin(torch.addmm((c * (c + 2 * self.origin)).sum(1), self.x, c.T, alpha=-2, out=dist), 1,
                             out=labels)
 
     def local_sums(self, labels):
