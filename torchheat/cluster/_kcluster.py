@@ -253,4 +253,5 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         x = self._check_test_data(X)
         w = check_sample_weight(sample_weight, x)
         labels = self._cost(x, self.cluster_centers_).argmin(1)
-        return -self._inertia(self._prepare(x, None, None), w, self.cluster_centers_, labels)
+        return -self._inertia(self._prepare(x, None, None if sample_weight is None else w), w, self.cluster_centers_,
+                              labels)

@@ -139,18 +139,19 @@ class KMeans(KClusterBase):
         return labels, torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
 
     def _inertia(self, data, sample_weight, centers, labels):
-        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn, in blocks of rows that
-        stay in cache; one reduction of a scalar."""
-        x = data.x
+        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn (weighted with the
+        prepared data's weights), in blocks of rows that stay in cache; one reduction of a scalar."""
+        x, w = data.x, data.weights
         labels = labels.local if isinstance(labels, DistTensor) else labels
-        per_sample = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
+        inertia = x.new_zeros(())
+        block = x.new_empty(min(x.shape[0], _BLOCK), x.shape[1])
         for start in range(0, x.shape[0], _BLOCK):
             rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
             torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
-            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
-        w = sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight
-        inertia = (per_sample * w).sum()
+            if w is None:  # one fused kernel per block
+                inertia += torch.nn.functional.mse_loss(b, rows, reduction="sum")
+            else:
+                inertia += torch.dot(b.sub_(rows).square_().sum(1), w[start:start + _BLOCK])
         return float(cf.all_reduce(inertia, data.split.comm) if data.split is not None else inertia)
 
 
