@@ -158,7 +158,7 @@ class KMeans(KClusterBase):
 class _Lloyd:
     """One fit's samples and the state of its iterations.
 
-    ``samples`` (centered, laid out like X), ``x`` (this rank's rows of it, plain), ``weights``
+    ``samples`` (X's samples, laid out like X), ``x`` (this rank's rows, plain), ``weights``
     (this rank's sample weights, None for ones). Between iterations it keeps this rank's
     labels of the last assignment and the ``(k, d + 1)`` table of weighted sums and weights
     they give, so that an iteration where few labels change adds and subtracts only the rows
