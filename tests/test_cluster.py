@@ -62,6 +62,26 @@ def test_kmeans_weights_tolerance_float32_and_empty_clusters(comm):
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
 
 
+def test_kmeans_far_from_the_origin_and_weighted_runs_of_many_iterations(comm):
+    # the loop measures from the initial centers' mean: data far from 0 loses nothing to cancellation
+    X = DATA["blobs"] + 1e8
+    ref = skc.KMeans(4, init=X[:4].numpy(), n_init=1).fit(X.numpy())
+    for x in placements(X, comm):
+        km = th.cluster.KMeans(4, init=X[:4]).fit(x)
+        assert km.n_iter_ == ref.n_iter_ and np.array_equal(km.labels_.full().numpy(), ref.labels_)
+        torch.testing.assert_close(km.cluster_centers_, torch.tensor(ref.cluster_centers_), rtol=0, atol=1e-6)
+        assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-8)
+    # weighted, tol=0: the per-cluster table updated with the moved rows over many iterations
+    X, w = DATA["digits"], torch.linspace(0.5, 2, DATA["digits"].shape[0], dtype=torch.float64)
+    init = X[torch.linspace(0, X.shape[0] - 1, 6).long()]
+    ref = skc.KMeans(6, init=init.numpy(), n_init=1, tol=0).fit(X.numpy(), sample_weight=w.numpy())
+    km = th.cluster.KMeans(6, init=init, tol=0).fit(th.distribute(X, 0, counts=skewed_counts(400, comm.size)),
+                                                   sample_weight=th.distribute(w, 0, counts=skewed_counts(400, comm.size)))
+    assert km.n_iter_ == ref.n_iter_ and np.array_equal(km.labels_.full().numpy(), ref.labels_)
+    torch.testing.assert_close(km.cluster_centers_, torch.tensor(ref.cluster_centers_))
+    assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
+
+
 def test_one_reduction_per_lloyd_iteration(comm):
     X = DATA["blobs"]
     x = th.distribute(X, 0)

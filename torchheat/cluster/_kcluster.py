@@ -85,9 +85,14 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         """New centers from the assignment."""
         raise NotImplementedError
 
+    def _step(self, data, sample_weight, centers):
+        """One iteration: the assignment and the new centers from it."""
+        labels = self._assign(data, centers)
+        return labels, self._update(data, sample_weight, labels, centers)
+
     def _prepare(self, x, mean, sample_weight):
         """The data as the iterations use it: ``x - mean`` (``x`` when mean is None); KMeans
-        keeps this rank's rows with a column of ones."""
+        keeps this rank's rows and the state of its iterations."""
         return x if mean is None else x - mean
 
     def _samples(self, data):
@@ -170,8 +175,7 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         """
         strict = False
         for i in range(self.max_iter):
-            labels = self._assign(data, centers)
-            new = self._update(data, sample_weight, labels, centers)
+            labels, new = self._step(data, sample_weight, centers)
             shift = float(((new - centers) ** 2).sum())
             centers = new
             bar.update(1)
@@ -249,4 +253,5 @@ class KClusterBase(TransformerMixin, ClusterMixin, BaseEstimator):
         x = self._check_test_data(X)
         w = check_sample_weight(sample_weight, x)
         labels = self._cost(x, self.cluster_centers_).argmin(1)
-        return -self._inertia(self._prepare(x, None, None), w, self.cluster_centers_, labels)
+        return -self._inertia(self._prepare(x, None, None if sample_weight is None else w), w, self.cluster_centers_,
+                              labels)

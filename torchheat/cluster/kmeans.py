@@ -2,13 +2,16 @@
 
 Each iteration computes, on every rank's rows, the ``n/p x k`` matrix
 ``|c|^2 - 2 x . c`` (one matmul with the replicated centers, into a buffer reused by every
-iteration) and its row-wise argmin, then the per-cluster sums of the samples and their
-weights with one accumulating ``index_put_`` into a ``(k, d + 1)`` table: the samples are
-stored once, centered, with a column of ones appended, so sums and counts travel in the
-same single allreduce. The loop runs on the local chunk as plain tensors (no dispatch per
-small op); no per-cluster copy of the data is made. Empty clusters are relocated as
-scikit-learn does, to the samples farthest from their centers. ``inertia_`` is the sum of
-squared distances of the samples to their centers.
+iteration) and its row-wise argmin, then this rank's ``(k, d + 1)`` table of per-cluster
+sums of the samples and of their weights, and one allreduce of that table gives the new
+centers. The table is kept between iterations: after the first few iterations only a small
+fraction of the labels change, so the table is updated by adding the moved rows to their
+new clusters and subtracting them from their old ones (``index_add_``); it is recomputed
+from all rows (one accumulating ``index_put_`` and a ``bincount``) at the start of a run
+and whenever more than a tenth of this rank's labels change. The loop runs on the local
+chunk as plain tensors (no dispatch per small op); no per-cluster copy of the data is made.
+Empty clusters are relocated as scikit-learn does, to the samples farthest from their
+centers. ``inertia_`` is the sum of squared distances of the samples to their centers.
 
 Examples
 --------
@@ -94,79 +97,121 @@ class KMeans(KClusterBase):
     def _distance(self, x, centers):
         return squared_distances(x, centers).sqrt_()
 
+    _center_data = False  # the loop measures from a point near the data instead: no centered copy of X
+
+    def _init_centers(self, x, sample_weight, generator):
+        if isinstance(self.init, str) and self.init in ("k-means++", "kmeans++"):
+            # the seeding's distances on centered data (a temporary copy): less lost to cancellation
+            mean = replicated(x.mean(0))
+            return super()._init_centers(x - mean, sample_weight, generator) + mean
+        return super()._init_centers(x, sample_weight, generator)
+
     def _prepare(self, x, mean, sample_weight):
-        # this rank's rows, centered, with a column of ones in one buffer: the Lloyd loop runs on
-        # it as plain tensors, and per-cluster sums and counts come from one kernel
-        local = x.local if isinstance(x, DistTensor) else x
-        n, d = local.shape
-        xa = torch.empty(n, d + 1, dtype=local.dtype, device=local.device)
-        if mean is None:
-            xa[:, :d] = local
-        else:
-            torch.sub(local, mean, out=xa[:, :d])
-        xa[:, d] = 1
-        samples = wrap(xa[:, :d], x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else xa[:, :d]
+        # this rank's rows as they are (no copy unless strided): the Lloyd loop runs on them as plain tensors
+        local = (x.local if isinstance(x, DistTensor) else x).contiguous()
+        samples = wrap(local, x.split_dim, x.comm, x.shape, x.counts) if isinstance(x, DistTensor) else local
         weights = None if sample_weight is None else (
             sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight)
-        return _Lloyd(samples, xa, xa if weights is None else xa * weights[:, None])
+        return _Lloyd(samples, local, weights)
 
     def _samples(self, data):
         return data.samples
 
     def _single_run(self, data, sample_weight, centers, tol, bar):
         # the shared loop on this rank's rows as plain tensors; the labels leave as X's rows
+        data.restart(centers)
         labels, inertia, centers, n_iter = super()._single_run(data, sample_weight, centers, tol, bar)
         return data.labels(labels.clone()), inertia, centers, n_iter
 
     def _assign(self, data, centers):
-        # the argmin of |x - c|^2 needs no |x|^2; distances and labels in buffers reused by every iteration
-        dist, labels = data.buffers(centers.shape[0])
-        return torch.argmin(torch.addmm((centers * centers).sum(1), data.xa[:, :-1], centers.T, alpha=-2, out=dist), 1,
-                            out=labels)
+        return data.assign(centers)
 
-    def _update(self, data, sample_weight, labels, centers):
-        # per-cluster sums and weights of this rank's rows in one kernel, one allreduce
-        k, d = centers.shape
-        sums = torch.zeros(k, d + 1, dtype=centers.dtype, device=centers.device)
-        sums.index_put_((labels,), data.source, accumulate=True)
+    def _step(self, data, sample_weight, centers):
+        # this rank's per-cluster sums and weights, one allreduce
+        labels = data.assign(centers)
+        sums = data.local_sums(labels).clone()  # (relocation below edits the global table)
         if data.split is not None:
             sums = cf.all_reduce(sums, data.split.comm)
+        d = centers.shape[1]
         if bool((sums[:, d] == 0).any()):
             relocate_empty_clusters(data.samples, sample_weight, centers, data.labels(labels), sums)
         weight = sums[:, d:]
-        return torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
+        return labels, torch.where(weight > 0, sums[:, :d] / torch.where(weight > 0, weight, 1), sums[:, :d])
 
     def _inertia(self, data, sample_weight, centers, labels):
-        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn, in blocks of rows that
-        stay in cache; one reduction of a scalar."""
-        x = data.xa[:, :-1]
+        """The exact inertia, ``|x - c|^2`` per sample as scikit-learn (weighted with the
+        prepared data's weights), in blocks of rows that stay in cache; one reduction of a scalar."""
+        x, w = data.x, data.weights
         labels = labels.local if isinstance(labels, DistTensor) else labels
-        per_sample = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
-        block = torch.empty(min(x.shape[0], _BLOCK), x.shape[1], dtype=x.dtype, device=x.device)
+        inertia = x.new_zeros(())
+        block = x.new_empty(min(x.shape[0], _BLOCK), x.shape[1])
         for start in range(0, x.shape[0], _BLOCK):
             rows, b = x[start:start + _BLOCK], block[:min(_BLOCK, x.shape[0] - start)]
             torch.index_select(centers, 0, labels[start:start + _BLOCK], out=b)
-            torch.sum(b.sub_(rows).square_(), 1, out=per_sample[start:start + _BLOCK])
-        w = sample_weight.local if isinstance(sample_weight, DistTensor) else sample_weight
-        inertia = (per_sample * w).sum()
+            if w is None:  # one fused kernel per block
+                inertia += torch.nn.functional.mse_loss(b, rows, reduction="sum")
+            else:
+                inertia += torch.dot(b.sub_(rows).square_().sum(1), w[start:start + _BLOCK])
         return float(cf.all_reduce(inertia, data.split.comm) if data.split is not None else inertia)
 
 
 class _Lloyd:
-    """One fit's samples: ``samples`` (centered, laid out like X), ``xa`` (this rank's rows
-    with a column of ones, plain), ``source`` (xa times the weights, or xa itself)."""
+    """One fit's samples and the state of its iterations.
 
-    def __init__(self, samples, xa, source):
-        self.samples, self.xa, self.source = samples, xa, source
+    ``samples`` (X's samples, laid out like X), ``x`` (this rank's rows, plain), ``weights``
+    (this rank's sample weights, None for ones). Between iterations it keeps this rank's
+    labels of the last assignment and the ``(k, d + 1)`` table of weighted sums and weights
+    they give, so that an iteration where few labels change adds and subtracts only the rows
+    that moved (after the first few iterations a small fraction of the samples).
+    """
+
+    def __init__(self, samples, x, weights):
+        self.samples, self.x, self.weights = samples, x, weights
+        self.source = x if weights is None else x * weights[:, None]
         # the samples' DistTensor when they are split (sums then need an allreduce)
         self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
+        self._buffers, self._table, self._rows = None, None, None
 
-    def buffers(self, k: int):
-        """The ``(n_local, k)`` distance and ``n_local`` label buffers of the iterations."""
-        if getattr(self, "_buffers", None) is None or self._buffers[0].shape[1] != k:
-            n = self.xa.shape[0]
-            self._buffers = (self.xa.new_empty(n, k), torch.empty(n, dtype=torch.int64, device=self.xa.device))
-        return self._buffers
+    def restart(self, centers):
+        """Start a run from ``centers``: forget the table (the next iteration sums all rows)
+        and measure from their mean, a point near the data."""
+        self._table, self.origin = None, centers.mean(0)
+
+    def assign(self, centers):
+        """This rank's labels for ``centers``, in the label buffer the table's labels do not use."""
+        k, n = centers.shape[0], self.x.shape[0]
+        if self._buffers is None or self._buffers[0].shape[1] != k:
+            self._buffers, self._table = (self.x.new_empty(n, k), *(
+                torch.empty(n, dtype=torch.int64, device=self.x.device) for _ in range(2))), None
+        dist, labels, spare = self._buffers
+        if self._table is not None and labels is self._prev:
+            labels, spare = spare, labels
+        self._buffers = (dist, labels, spare)
+        # with c' = c - o: |x - c|^2 - |x - o|^2 = |c'|^2 + 2 o.c' - 2 x.c', small terms where o is near x
+        c = centers - self.origin
+        return torch.argmin(torch.addmm((c * (c + 2 * self.origin)).sum(1), self.x, c.T, alpha=-2, out=dist), 1,
+                            out=labels)
+
+    def local_sums(self, labels):
+        """This rank's ``(k, d + 1)`` weighted sums and weights per cluster for ``labels``, the
+        last labels ``assign`` returned; they become the table's labels."""
+        k, d = self._buffers[0].shape[1], self.x.shape[1]
+        moved = None if self._table is None else (labels != self._prev).nonzero()[:, 0]
+        if moved is None or moved.shape[0] > labels.shape[0] // 10:  # many moved: summing all rows is cheaper
+            table = self.x.new_zeros(k, d + 1)
+            table[:, :d].index_put_((labels,), self.source, accumulate=True)
+            table[:, d] = torch.bincount(labels, self.weights, minlength=k)
+        else:
+            if self._rows is None:  # memory touched only for the most rows that ever move: no page faults later
+                self._rows = torch.empty_like(self.source)
+            rows = torch.index_select(self.source, 0, moved, out=self._rows[:moved.shape[0]])
+            new, old = labels[moved], self._prev[moved]
+            weights = None if self.weights is None else self.weights[moved]
+            table = self._table.clone()
+            table[:, :d].index_add_(0, new, rows).index_add_(0, old, rows, alpha=-1)
+            table[:, d] += torch.bincount(new, weights, minlength=k) - torch.bincount(old, weights, minlength=k)
+        self._table, self._prev = table, labels
+        return table
 
     def labels(self, local):
         """This rank's labels laid out like the samples."""
