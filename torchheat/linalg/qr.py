@@ -4,7 +4,9 @@ Gram-Schmidt over the column blocks otherwise; the same Q and R as LAPACK.
 * **TSQR** (``m x n`` split along rows, every balanced chunk at least ``n`` rows): each rank
   factors its chunk (``A_i = Q_i R_i``; a chunk of fewer than ``n`` rows is its own R), one
   allgather stacks the small R's (at most ``p*n x n``), every rank factors the stack
-  (``Q_s R``) and keeps its piece: ``Q = Q_i @ Q_s[piece]``. Memory: the chunk plus the stack.
+  (``Q_s R``) and keeps its piece: ``Q = Q_i @ Q_s[piece]``, with the signs (below) folded
+  into the piece and, without autograd, written over ``Q_i`` a block of rows at a time. On
+  one process it is LAPACK's QR itself. Memory: the chunk, its Q and the stack.
 * **Blocked** (split along columns, or a matrix TSQR does not fit): column block j is
   orthogonalized by its owner (local QR of its panel), broadcast, and every later block is
   projected against it twice (Gram-Schmidt with reorthogonalization; R's rows of each
