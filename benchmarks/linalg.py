@@ -1,6 +1,7 @@
 """Distributed matrix products and cdist at 1 and 2 processes against plain torch, one thread each.
 
     python benchmarks/linalg.py [--n 2048] [--repeats 3] [--rounds 2] [--procs 1 2] [--cdist-rows 20000]
+                                [--decomps NAME ...]
 
 Plain torch multiplies two global float32 n x n matrices in this process; then the script
 launches itself under ``mpiexec -n p`` for every p, and each worker times the same product
@@ -20,7 +21,7 @@ split along its rows (the ring of row blocks; the result is split along the rows
 in workers of their own so that its memory (a rank's peak growth over its share of the
 result) is measured apart from the products'; its ``torch xp`` column is plain
 ``torch.cdist`` of a rank's rows against all rows in every process at once.
-``--cdist-rows 0`` leaves it out.
+``--cdist-rows 0`` leaves it out, and ``--n 0`` the products.
 
 A second table times the decompositions the same way: ``torch.linalg.qr`` of a float32
 ``TSQR_ROWS x 64`` matrix split along its rows (TSQR), and ``torch.linalg.solve`` of a
@@ -28,7 +29,10 @@ float32 ``SOLVE_N x SOLVE_N`` matrix split along its rows with one replicated ri
 side (column-block LU), ``lu_factor`` of the same matrix split along its columns, ``svd``
 and ``eigh`` of ``JACOBI_N x JACOBI_N`` matrices split along their columns (one-sided
 Jacobi), and ``torch.svd_lowrank(q=20)`` of a rank-20 ``LOWRANK_ROWS x 512`` matrix split
-along its rows; wall and CPU time, memory as a multiple of the rank's share of the matrix. The issue's sizes
+along its rows; wall and CPU time, memory as a multiple of the rank's share of the matrix, and
+for the two row-split ones the ``torch xp`` column (plain torch's same call on a rank's rows
+in every process at once). ``--decomps qr svd_lowrank`` times only those (the first word of
+each name), with alternating rounds as the products. The issue's sizes
 are ``TSQR_ROWS=1000000 SOLVE_N=4096 LOWRANK_ROWS=100000`` (environment variables; defaults
 200000, 1024 and 20000; ``JACOBI_N`` 192).
 """
@@ -67,6 +71,7 @@ def own_options():
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--cdist-rows", type=int, default=20000)
     parser.add_argument("--cdist-worker", action="store_true")
+    parser.add_argument("--decomps", nargs="+", default=None)
     known, rest = parser.parse_known_args()
     sys.argv[1:] = rest
     return known
@@ -134,6 +139,8 @@ def row(name, base, runs, plain, memory, procs):
     for p in procs:
         line += f"{runs[p][0]:>9.1f}{base[0] / runs[p][0] / p:>6.2f}{runs[p][1]:>9.1f}{base[1] / runs[p][1] / p:>6.2f}"
         line += f"{memory[p]:>8.2f}x"
+    if plain is None:  # no per-rank share of plain torch's work to time
+        return line + "".join(f"{'-':>10}{'-':>6}" for p in procs if p > 1)
     return line + "".join(f"{base[0] / plain[p][0] / p:>10.2f}{base[1] / plain[p][1] / p:>6.2f}" for p in procs if p > 1)
 
 
@@ -168,8 +175,9 @@ def cdist_rows(args):
     print("mem: a rank's peak resident-memory growth / its share of the result; " + LEGEND)
 
 
-def decomp_operands():
-    """name -> (global matrix, the call on it): the same on every process."""
+def decomp_operands(only=None):
+    """name -> (global matrix, the call on it): the same on every process; ``only``: the
+    first words of the names to keep."""
     g = torch.Generator().manual_seed(0)
     env = lambda name, default: int(os.environ.get(name, default))  # noqa: E731
     rows, n, k = env("TSQR_ROWS", 200000), env("SOLVE_N", 1024), env("JACOBI_N", 192)
@@ -177,7 +185,7 @@ def decomp_operands():
     rhs = torch.randn(n, 1, generator=g)
     square = torch.randn(n, n, generator=g) + n ** 0.5 * torch.eye(n)
     sym = torch.randn(k, k, generator=g)
-    return {
+    ops = {
         "qr (TSQR)": (torch.randn(rows, 64, generator=g), 0, lambda x: torch.linalg.qr(x)),
         "solve": (square, 0, lambda x: torch.linalg.solve(x, rhs)),
         "lu_factor": (square, 1, lambda x: torch.linalg.lu_factor(x)),
@@ -186,9 +194,11 @@ def decomp_operands():
         "svd_lowrank": (torch.randn(low, 20, generator=g) @ torch.randn(20, 512, generator=g), 0,
                         lambda x: torch.svd_lowrank(x, q=20)),
     }
+    return {k: v for k, v in ops.items() if only is None or k.split()[0] in only}
 
 
 DECOMPS = ("qr (TSQR)", "solve", "lu_factor", "svd (Jacobi)", "eigh (Jacobi)", "svd_lowrank")
+ROW_SHARE = ("qr (TSQR)", "svd_lowrank")  # the work on a rank's rows is the same call on fewer rows
 
 
 def decomp_worker(args):
@@ -196,43 +206,50 @@ def decomp_worker(args):
 
     th.config.fallback = "error"
     comm = th.get_comm()
-    result, memory = {}, {}
-    for name, (a, split, fn) in decomp_operands().items():
+    result, memory, plain = {}, {}, {}
+    for name, (a, split, fn) in decomp_operands(args.decomps).items():
         x = th.distribute(a, split)
         fn(th.distribute(a[:64 * comm.size], 0) if name.startswith("qr") else x)  # first-call costs
         base = peak_mib()
         result[name] = timed(lambda: fn(x), args, comm)
         share = a.numel() * a.element_size() / comm.size / 2**20
         memory[name] = max(comm.allgather_obj(peak_mib() - base)) / share
+        if split == 0 and name in ROW_SHARE:  # plain torch on a rank's rows, every rank at once: the machine's ceiling
+            rows = x.local.clone()
+            plain[name] = timed(lambda: fn(rows), args, comm)
         del x
     if comm.rank == 0:
-        print(MARKER + json.dumps({"ms": result, "memory": memory}), flush=True)
+        print(MARKER + json.dumps({"ms": result, "memory": memory, "plain": plain}), flush=True)
 
 
 def decomp_table(args):
-    base = {name: timed(lambda: fn(a), args) for name, (a, _, fn) in decomp_operands().items()}
+    """The decompositions' table: best times over the rounds, efficiency, memory and (for the
+    row-split QR and svd_lowrank) plain torch's own efficiency at p processes."""
+    names = [name for name in DECOMPS if name in decomp_operands(args.decomps)]
+    options = ["--n", str(args.n), "--repeats", str(args.repeats)] + (["--decomps", *args.decomps] if args.decomps else [])
+    rounds = []
     os.environ["LINALG_DECOMP"] = "1"
-    runs = {p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs}
+    for _ in range(args.rounds):
+        times = {"torch": {name: timed(lambda: fn(a), args) for name, (a, _, fn) in decomp_operands(args.decomps).items()}}
+        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
+        rounds.append(times)
     del os.environ["LINALG_DECOMP"]
-    print("\ndecompositions (float32; torch in one process, ms: " + ", ".join(f"{k} {v[0]:.1f}" for k, v in base.items()) + ")")
-    print(f"{'op':<14}" + "".join(f"{f'p={p}':>9}{'eff':>6}{'cpu':>9}{'eff':>6}{'mem':>9}" for p in args.procs))
-    for name in DECOMPS:
-        line = f"{name:<14}"
-        for p in args.procs:
-            (wall, cpu), mem = runs[p]["ms"][name], runs[p]["memory"][name]
-            line += f"{wall:>9.1f}{base[name][0] / wall / p:>6.2f}{cpu:>9.1f}{base[name][1] / cpu / p:>6.2f}{mem:>8.2f}x"
-        print(line)
-    print("mem: a rank's peak resident-memory growth / its share of the matrix")
+    base = {name: best(rounds, lambda r: r["torch"][name]) for name in names}
+    print("\ndecompositions (float32; torch in one process, ms: " + ", ".join(f"{k} {base[k][0]:.1f}" for k in names) + ")")
+    print(header("op", args.procs))
+    for name in names:
+        runs = {p: best(rounds, lambda r: r[p]["ms"][name]) for p in args.procs}
+        memory = {p: max(r[p]["memory"][name] for r in rounds) for p in args.procs}
+        if all(name in r[p]["plain"] for r in rounds for p in args.procs):
+            plain = {p: best(rounds, lambda r: r[p]["plain"][name]) for p in args.procs}
+            print(row(name, base[name], runs, plain, memory, args.procs))
+        else:
+            print(row(name, base[name], runs, None, memory, args.procs))
+    print("mem: a rank's peak resident-memory growth / its share of the matrix; " + LEGEND)
 
 
-def main():
-    sys.argv += [] if "--n" in sys.argv else ["--n", "2048"]
-    own = own_options()
-    args = scaling.parse_args(__doc__, repeats=3, rounds=2)
-    args.cdist_rows, args.cdist_worker = own.cdist_rows, own.cdist_worker
-    torch.set_num_threads(1)
-    if args.worker:
-        return decomp_worker(args) if os.environ.get("LINALG_DECOMP") else worker(args)
+def products_table(args):
+    """The products' table (``--n`` x ``--n`` operands, every pair of splits)."""
     rounds = []
     for _ in range(args.rounds):
         a, b = operands(args.n)
@@ -249,6 +266,18 @@ def main():
     for name in PAIRS:
         print(row(name, base, {p: best(rounds, lambda r: r[p]["ms"][name]) for p in args.procs}, plain, memory, args.procs))
     print("mem: a rank's peak resident-memory growth over all products / its share of the two operands; " + LEGEND)
+
+
+def main():
+    sys.argv += [] if "--n" in sys.argv else ["--n", "2048"]
+    own = own_options()
+    args = scaling.parse_args(__doc__, repeats=3, rounds=2)
+    args.cdist_rows, args.cdist_worker, args.decomps = own.cdist_rows, own.cdist_worker, own.decomps
+    torch.set_num_threads(1)
+    if args.worker:
+        return decomp_worker(args) if os.environ.get("LINALG_DECOMP") else worker(args)
+    if args.n:
+        products_table(args)
     if args.cdist_rows:
         cdist_rows(args)
     decomp_table(args)

@@ -68,6 +68,15 @@ def test_tsqr_float32_orthonormal_and_no_gather(comm):
     close(q @ r, x.full(), atol=1e-4, rtol=1e-4)
 
 
+def test_tsqr_of_chunks_longer_than_a_block(comm):
+    a = torch.randn(13000, 5, **F64)  # a rank's Q is formed over several blocks of 4096 rows
+    q_ref, r_ref = torch.linalg.qr(a)
+    for skewed in (False, True):
+        q, r = torch.linalg.qr(placed(a, 0, skewed, comm))
+        close(q, q_ref, f"skewed={skewed}")
+        close(r, r_ref, f"skewed={skewed}")
+
+
 def test_removed_aliases_raise_torchs_error(comm):
     x = th.distribute(torch.randn(12, 3, **F64), 0)
     for f in (torch.qr, torch.Tensor.qr):

@@ -127,24 +127,33 @@ def test_matrix_power(comm, k):
 
 
 def _lowrank_reference(a, r, niter=2):
-    """torch's svd_lowrank algorithm with a given random matrix (for q < n)."""
-    def basis(x):
-        b = torch.linalg.qr(x @ r).Q
-        for _ in range(niter):
-            b = torch.linalg.qr(x.mH @ b).Q
-            b = torch.linalg.qr(x @ b).Q
-        return b
-    b = basis(a.mH)
-    u, s, vh = torch.linalg.svd(a @ b, full_matrices=False)
-    return u, s, b @ vh.mH
+    """torch's svd_lowrank algorithm with a given random matrix (``n x q`` for the tall one of
+    A and A^H)."""
+    if a.shape[0] < a.shape[1]:
+        v, s, u = _lowrank_reference(a.mH, r, niter)
+        return u, s, v
+    b = torch.linalg.qr(a @ r).Q
+    for _ in range(niter):
+        b = torch.linalg.qr(a.mH @ b).Q
+        b = torch.linalg.qr(a @ b).Q
+    u, s, vh = torch.linalg.svd(b.mH @ a, full_matrices=False)
+    return b @ u, s, vh.mH
 
 
-def test_svd_lowrank_gradient(comm):
-    a = torch.randn(12, 3, **F64) @ torch.randn(3, 7, **F64) + 0.01 * torch.randn(12, 7, **F64)
+def _low_rank_matrix(m, n):
+    return torch.randn(m, 3, **F64) @ torch.randn(3, n, **F64) + 0.01 * torch.randn(m, n, **F64)
+
+
+def _seeded_r(m, n):
     th.manual_seed(5)
-    r = th.randn(12, 3, **F64).full()
+    return th.randn(min(m, n), 3, **F64).full()  # the random matrix svd_lowrank draws after th.manual_seed(5)
 
-    def fn(x):  # split 0: the short basis is replicated (allreduced products); split 1: split along its rows
+
+@pytest.mark.parametrize("m, n", [(12, 7), (7, 12)])
+def test_svd_lowrank_gradient(comm, m, n):
+    a, r = _low_rank_matrix(m, n), _seeded_r(m, n)
+
+    def fn(x):  # the tall matrix split along rows: its short products are allreduced, its QRs are TSQR
         if isinstance(x, th.DistTensor):
             th.manual_seed(5)
             u, s, v = torch.svd_lowrank(x, q=3)
@@ -155,25 +164,27 @@ def test_svd_lowrank_gradient(comm):
     grads_match(fn, a, comm)
 
 
-def test_svd_lowrank_is_process_count_independent(comm):
-    a = torch.randn(12, 3, **F64) @ torch.randn(3, 7, **F64) + 0.01 * torch.randn(12, 7, **F64)
-    th.manual_seed(5)
-    r = th.randn(12, 3, **F64).full()
+@pytest.mark.parametrize("m, n", [(12, 7), (7, 12)])
+def test_svd_lowrank_is_process_count_independent(comm, m, n):
+    a, r = _low_rank_matrix(m, n), _seeded_r(m, n)
 
     def fn(x):
         th.manual_seed(5)
-        u, s, v = torch.svd_lowrank(x, q=3)
-        return s, (u * s) @ v.mH
+        return torch.svd_lowrank(x, q=3)
 
-    def ref(x):
-        u, s, v = _lowrank_reference(x, r)
-        return s, (u * s) @ v.mH
-
-    expected = ref(a)
+    u_e, s_e, v_e = _lowrank_reference(a, r)
     for split, skewed in LAYOUTS:
-        for o, e in zip(fn(placed(a, split, skewed, comm)), expected):
-            close(o, e)
-    th.manual_seed(5)
-    u, s, v = torch.pca_lowrank(th.distribute(a, 0), q=3)
+        u, s, v = fn(placed(a, split, skewed, comm))
+        close(s, s_e)
+        close(u, u_e)
+        close(v, v_e)
+
+
+def test_pca_lowrank(comm):
+    a, r = _low_rank_matrix(12, 7), _seeded_r(12, 7)
     c = a - a.mean(0)
-    close((u * s) @ v.mH, (lambda t: (t[0] * t[1]) @ t[2].mH)(_lowrank_reference(c, r)))
+    expected = (lambda t: (t[0] * t[1]) @ t[2].mH)(_lowrank_reference(c, r))
+    for split, skewed in LAYOUTS:
+        th.manual_seed(5)
+        u, s, v = torch.pca_lowrank(placed(a, split, skewed, comm), q=3)
+        close((u * s) @ v.mH, expected)

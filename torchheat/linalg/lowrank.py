@@ -1,11 +1,13 @@
 """Randomized low-rank SVD and PCA of split matrices: ``torch.svd_lowrank`` and
 ``torch.pca_lowrank``.
 
-Halko, Martinsson and Tropp's range finder, as torch computes it: ``Q = qr(A R).Q`` for a
-Gaussian ``n x q`` R, ``niter`` power iterations (``Q = qr(A^H Q).Q``, ``Q = qr(A Q).Q``), then
-the SVD of the small projection (``Q^H A``, or of ``A Q`` for the transpose) lifted back by
-``Q``. Every step is a distributed product or a distributed QR (TSQR for the tall ``m x q``
-blocks), so memory per rank is its share of A plus ``O((m + n) q)``. R is drawn from
+Halko, Martinsson and Tropp's range finder, as torch computes it on the tall one of A and
+``A^H``: ``Q = qr(A R).Q`` for a Gaussian ``n x q`` R (small, replicated), ``niter`` power
+iterations (``Q = qr(A^H Q).Q``, ``Q = qr(A Q).Q``), then the SVD of the small projection
+``Q^H A`` lifted back by ``Q``. For A split along its rows, ``A R`` and ``A Q`` are local
+products whose ``m x q`` results are factored by TSQR, and ``A^H Q`` and ``Q^H A`` are local
+products summed by one allreduce of the small result; other layouts use the distributed
+products. Memory per rank is its share of A plus ``O((m + n) q)``. R is drawn from
 torchheat's default generator (``th.manual_seed``): the result is the same on any number
 of processes. Gradients flow through the products and the QRs.
 
@@ -31,10 +33,10 @@ from .common import distributed
 
 
 def _times(a: DistTensor, b) -> DistTensor:
-    """``a @ b``; for ``a`` split along its columns (the product is short: ``m x q``) the
-    partial products are summed by one allreduce into a replicated result, so that its QR
-    and the next product are local."""
-    if a._split != 1:
+    """``a @ b``; for a short ``a`` split along its columns (``A^H`` of a row-split tall A,
+    ``Q^H``) the product is short too (``n x q``), so the partial products are summed by one
+    allreduce into a replicated result, whose QR and next product are local."""
+    if a._split != 1 or a._gshape[0] > a._gshape[1]:
         return a @ b
     with DisableTorchFunctionSubclass():
         out = product(_operand(a, None), _operand(b, None), a._comm, want=(None, None))
@@ -42,12 +44,12 @@ def _times(a: DistTensor, b) -> DistTensor:
 
 
 def _basis(a, q: int, niter: int):
-    """An orthonormal ``m x q`` basis of A's approximate range."""
+    """An orthonormal ``m x q`` basis of the tall A's approximate range."""
     from ..ops.random import randn
-    r = randn(a.shape[-1], q, dtype=a.dtype, device=a.device, comm=a._comm)
+    r = randn(a.shape[-1], q, dtype=a.dtype, device=a.device, comm=a._comm)  # n x q: small, replicated
     basis = torch.linalg.qr(_times(a, r)).Q
     for _ in range(niter):
-        basis = torch.linalg.qr(a.mH @ basis).Q
+        basis = torch.linalg.qr(_times(a.mH, basis)).Q
         basis = torch.linalg.qr(_times(a, basis)).Q
     return basis
 
@@ -56,12 +58,11 @@ def svd_lowrank(a: DistTensor, q: int = 6, niter: int = 2):
     """``(U, S, V)`` with ``A ~ U diag(S) V^H`` of rank q (torch's ``svd_lowrank``)."""
     m, n = a._gshape
     with distributed():
-        if m < n or n > q:  # the range of A^H: the small matrix is A Q (m x q)
-            basis = _basis(a.mH, q, niter)
-            u, s, vh = torch.linalg.svd(a @ basis.conj() if a.is_complex() else a @ basis, full_matrices=False)
-            return u, s, basis @ vh.mH
+        if m < n:  # as torch: of the tall A^H, U and V swapped
+            v, s, u = svd_lowrank(a.mH, q, niter)
+            return u, s, v
         basis = _basis(a, q, niter)
-        u, s, vh = torch.linalg.svd((basis.mH @ a).resplit(None), full_matrices=False)
+        u, s, vh = torch.linalg.svd(_times(basis.mH, a).resplit(None), full_matrices=False)
         return basis @ u, s, vh.mH
 
 

@@ -4,7 +4,9 @@ Gram-Schmidt over the column blocks otherwise; the same Q and R as LAPACK.
 * **TSQR** (``m x n`` split along rows, every balanced chunk at least ``n`` rows): each rank
   factors its chunk (``A_i = Q_i R_i``; a chunk of fewer than ``n`` rows is its own R), one
   allgather stacks the small R's (at most ``p*n x n``), every rank factors the stack
-  (``Q_s R``) and keeps its piece: ``Q = Q_i @ Q_s[piece]``. Memory: the chunk plus the stack.
+  (``Q_s R``) and keeps its piece: ``Q = Q_i @ Q_s[piece]``, with the signs (below) folded
+  into the piece and, without autograd, written over ``Q_i`` a block of rows at a time. On
+  one process it is LAPACK's QR itself. Memory: the chunk, its Q and the stack.
 * **Blocked** (split along columns, or a matrix TSQR does not fit): column block j is
   orthogonalized by its owner (local QR of its panel), broadcast, and every later block is
   projected against it twice (Gram-Schmidt with reorthogonalization; R's rows of each
@@ -50,25 +52,47 @@ def _top_rows(q: torch.Tensor, counts, comm, k: int) -> tuple:
 
 
 def _signs_rows(q: torch.Tensor, counts, comm, m: int) -> torch.Tensor:
-    """LAPACK's column signs for the row-split orthonormal Q (m rows)."""
+    """LAPACK's column signs for the row-split orthonormal Q (m rows; ``q``: this rank's rows
+    of Q, or at least those among Q's first n)."""
     n = q.shape[1]
     top = _top_rows(q, counts, comm, n)
     from ..comm.self import SelfCommunicator  # the small top square is factored on every rank
     return factor(top, (n,), SelfCommunicator(), householder_rows=m).signs
 
 
+def _times_in_place(q: torch.Tensor, small: torch.Tensor, block: int = 4096) -> torch.Tensor:
+    """``q @ small`` (``small`` square) written over ``q`` a block of rows at a time: no second
+    buffer of q's size (a fresh one costs its page faults, about as much as the product)."""
+    buf = q.new_empty(q.shape[1], min(block, q.shape[0])).mT  # column-major, as LAPACK's Q
+    for i in range(0, q.shape[0], block):
+        rows = q[i:i + block]
+        out = buf[:rows.shape[0]]
+        torch.mm(rows, small, out=out)
+        rows.copy_(out)
+    return q
+
+
 def tsqr(a: torch.Tensor, counts, comm):
     """Q (this rank's rows) and R (replicated) of the row-split ``m x n`` matrix, m >= n."""
     n, m = a.shape[1], sum(counts)
+    if comm.size == 1:
+        return torch.linalg.qr(a)  # the tree of one leaf: LAPACK's own Q and R
     rows = tuple(min(c, n) for c in counts)
     tall = a.shape[0] >= n
     q1, r1 = torch.linalg.qr(a) if tall else (None, a)
     stack = cf.all_gather(r1, comm, rows, 0)
     q2, r = torch.linalg.qr(stack)
     piece = cf.enter_replicated(q2, comm).narrow(0, layout.offsets(rows)[comm.rank], rows[comm.rank])
-    q = q1 @ piece if tall else piece
-    s = _signs_rows(q, counts, comm, m).to(a.dtype)
-    return q * s, s[:, None] * r
+    # LAPACK's signs from Q's top rows only, folded into the small piece: Q is formed once.
+    s = _signs_rows(q1[:n] @ piece if tall else piece, counts, comm, m).to(a.dtype)
+    piece = piece * s
+    if not tall:
+        q = piece
+    elif needs_grad(a):
+        q = q1 @ piece
+    else:
+        q = _times_in_place(q1, piece)
+    return q, s[:, None] * r
 
 
 def blocked_qr(a: torch.Tensor, counts, comm, m: int):
