@@ -194,14 +194,56 @@ def _move(x: Operand, split, counts, comm) -> Operand:
     return Operand(cf.exchange(x.t, comm, send, recv, shape), split, counts)
 
 
-def _sum_partials(part: torch.Tensor, comm, want, rows: int, cols: int) -> Operand:
-    """Partial products of every rank summed: reduce-scattered along the wanted matrix axis
-    (rows by default), or allreduced when a replicated result is wanted."""
+def _sum_partials(a: torch.Tensor, b: torch.Tensor, comm, want, rows: int, cols: int) -> Operand:
+    """The partial products ``a @ b`` of every rank summed: reduce-scattered along the wanted
+    matrix axis (rows by default), or allreduced when a replicated result is wanted. Without
+    autograd the reduce-scatter is a ring fused with the products (:func:`_summed_blocks`)."""
     split, counts = want
     if split is None:
-        return Operand(cf.all_reduce(part, comm), None, None)
+        return Operand(cf.all_reduce(a @ b, comm), None, None)
     counts = counts or layout.balanced_counts(rows if split == -2 else cols, comm.size)
-    return Operand(cf.reduce_scatter(part, comm, counts, split % part.dim()), split, counts)
+    if comm.size == 1 or (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)):
+        part = a @ b
+        return Operand(part if comm.size == 1 else cf.reduce_scatter(part, comm, counts, split % part.dim()), split, counts)
+    return Operand(_summed_blocks(a, b, split, counts, comm), split, counts)
+
+
+def _summed_blocks(a: torch.Tensor, b: torch.Tensor, axis: int, counts: layout.Counts, comm) -> torch.Tensor:
+    """This rank's block (``counts`` along the result's matrix ``axis``) of the sum over ranks
+    of ``a @ b``, by a ring reduce-scatter fused with the products (no autograd).
+
+    At step s rank r multiplies out its part of block ``(r + s + 1) % p`` (rows of ``a`` or
+    columns of ``b``), adds the partial sum of that block that rank r + 1 passed on, and passes
+    the result to rank r - 1; after p steps it holds the sum of its own block. No full-size
+    partial product is formed: three blocks of memory instead of a whole result and a
+    received copy of it, and each block's product runs while the previous one travels."""
+    p, r = comm.size, comm.rank
+    off = layout.offsets(counts)
+    sending, receiving, arrived = None, None, None
+    for step in range(p):
+        q = (r + step + 1) % p
+        part = _block(a, b, axis, q, off, counts)
+        if step:
+            if receiving is not None:
+                receiving.wait()
+            part += arrived
+            if sending is not None:
+                sending.wait()
+        if step < p - 1:
+            debug.record("ring", part.numel() * part.element_size(), p)
+            sending = comm.isend(part, (r - 1) % p, _RING_TAG + 2) if part.numel() else None
+            shape = list(part.shape)
+            shape[axis] = counts[(q + 1) % p]
+            arrived = torch.empty(shape, dtype=part.dtype, device=part.device)
+            receiving = comm.irecv(arrived, (r + 1) % p, _RING_TAG + 2) if arrived.numel() else None
+    return part
+
+
+def _block(a: torch.Tensor, b: torch.Tensor, axis: int, q: int, off, counts) -> torch.Tensor:
+    """Block q of ``a @ b`` along the result's matrix ``axis`` (-2: rows of ``a``, -1: columns of ``b``)."""
+    if axis == -2:
+        return a.narrow(-2, off[q], counts[q]) @ b
+    return a @ b.narrow(-1, off[q], counts[q])
 
 
 def product(a: Operand, b: Operand, comm, want=None, prefer: Optional[int] = -2) -> Operand:
@@ -224,13 +266,13 @@ def product(a: Operand, b: Operand, comm, want=None, prefer: Optional[int] = -2)
     elif sa == -1 and sb == -2:
         if a.counts != b.counts:
             b = _move(b, -2, a.counts, comm)
-        return _finish(_sum_partials(a.t @ b.t, comm, want or (prefer, None), n, m), want, comm)
+        return _finish(_sum_partials(a.t, b.t, comm, want or (prefer, None), n, m), want, comm)
     elif sa is None and sb == -2:
         start, count = _mine(b.counts, comm)
-        return _finish(_sum_partials(d.replicated_operand(a.t, comm, a.t.dim() - 1, start, count) @ b.t, comm, want or (prefer, None), n, m), want, comm)
+        return _finish(_sum_partials(d.replicated_operand(a.t, comm, a.t.dim() - 1, start, count), b.t, comm, want or (prefer, None), n, m), want, comm)
     elif sa == -1 and sb is None:
         start, count = _mine(a.counts, comm)
-        return _finish(_sum_partials(a.t @ d.replicated_operand(b.t, comm, b.t.dim() - 2, start, count), comm, want or (prefer, None), n, m), want, comm)
+        return _finish(_sum_partials(a.t, d.replicated_operand(b.t, comm, b.t.dim() - 2, start, count), comm, want or (prefer, None), n, m), want, comm)
     else:
         kind = _ring_kind(a, b, want, n, m)
         local = _RingMatmul.apply(a.t, b.t, kind, sa, a.counts, sb, b.counts, comm)
