@@ -154,16 +154,26 @@ LEGEND = ("wall and cpu in ms (cpu: the busiest rank's CPU time), eff = torch in
           "machine itself allows (wall, cpu)")
 
 
-def cdist_rows(args):
-    """The cdist table row: best times over the rounds, efficiency and memory per p."""
+def alternating_rounds(args, plain_torch, options=None) -> list:
+    """``args.rounds`` rounds, each timing plain torch in this process (``plain_torch()``
+    builds its operands and returns their times) and then a worker job at every p."""
     rounds = []
-    options = ["--n", str(args.n), "--repeats", str(args.repeats), "--cdist-worker", "--cdist-rows", str(args.cdist_rows)]
     for _ in range(args.rounds):
-        x = cdist_operand(args.cdist_rows)
-        times = {"torch": timed(lambda: torch.cdist(x, x), args)}
-        del x
+        times = {"torch": plain_torch()}
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
         rounds.append(times)
+    return rounds
+
+
+def cdist_rows(args):
+    """The cdist table row: best times over the rounds, efficiency and memory per p."""
+    options = ["--n", str(args.n), "--repeats", str(args.repeats), "--cdist-worker", "--cdist-rows", str(args.cdist_rows)]
+
+    def plain_torch():
+        x = cdist_operand(args.cdist_rows)
+        return timed(lambda: torch.cdist(x, x), args)
+
+    rounds = alternating_rounds(args, plain_torch, options)
     base = best(rounds, lambda r: r["torch"])
     print(f"\nfloat32 cdist({args.cdist_rows} x {CDIST_FEATURES}, itself), split along the rows; torch in one process: "
           f"{base[0]:.1f} ms (cpu {base[1]:.1f})")
@@ -227,12 +237,10 @@ def decomp_table(args):
     row-split QR and svd_lowrank) plain torch's own efficiency at p processes."""
     names = [name for name in DECOMPS if name in decomp_operands(args.decomps)]
     options = ["--n", str(args.n), "--repeats", str(args.repeats)] + (["--decomps", *args.decomps] if args.decomps else [])
-    rounds = []
     os.environ["LINALG_DECOMP"] = "1"
-    for _ in range(args.rounds):
-        times = {"torch": {name: timed(lambda: fn(a), args) for name, (a, _, fn) in decomp_operands(args.decomps).items()}}
-        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
-        rounds.append(times)
+    rounds = alternating_rounds(
+        args, lambda: {name: timed(lambda: fn(a), args) for name, (a, _, fn) in decomp_operands(args.decomps).items()},
+        options)
     del os.environ["LINALG_DECOMP"]
     base = {name: best(rounds, lambda r: r["torch"][name]) for name in names}
     print("\ndecompositions (float32; torch in one process, ms: " + ", ".join(f"{k} {base[k][0]:.1f}" for k in names) + ")")
@@ -250,13 +258,12 @@ def decomp_table(args):
 
 def products_table(args):
     """The products' table (``--n`` x ``--n`` operands, every pair of splits)."""
-    rounds = []
-    for _ in range(args.rounds):
+
+    def plain_torch():
         a, b = operands(args.n)
-        times = {"torch": timed(lambda: a @ b, args)}
-        del a, b
-        times.update({p: scaling.launch(args, p, __file__, MARKER, field=None) for p in args.procs})
-        rounds.append(times)
+        return timed(lambda: a @ b, args)
+
+    rounds = alternating_rounds(args, plain_torch)
     base = best(rounds, lambda r: r["torch"])
     print(f"float32 {args.n} x {args.n} @ {args.n} x {args.n}, 1 thread per process, best of {args.rounds} rounds "
           f"x {args.repeats} runs; torch in one process: {base[0]:.1f} ms (cpu {base[1]:.1f})")
