@@ -14,6 +14,14 @@ Prints time, speedup over torch and parallel efficiency (speedup / p), in wall t
 rows marked ``(cpu)``, in CPU time (of the busiest rank; MPICH busy-polls while it waits, so
 waiting counts as well): on a machine that other programs load, the CPU rows are the steadier.
 Targets at 2 processes: efficiency >= 0.8 for fft2, >= 0.6 for the 1-D fft.
+
+The last lines bound what any row-split fft2 can reach. Each of p ranks transforms, at least,
+its 1/p of the rows and its 1/p of the columns, each a batched 1-D pass along the contiguous
+axis (torch's fastest call; a pass along a strided axis is slower, and torch's own ``fft2`` does
+its column pass inside one multi-dimensional transform that no per-axis call reaches); and the
+columns reach it, and its result leaves it, through two all-to-alls, each at least one copy of
+its chunk. Timed here in one process with nothing else running, the copies into memory
+already touched, ``torch / (p * (two passes + two copies))`` is a ceiling on the efficiency at p.
 """
 import argparse
 import importlib.util
@@ -51,6 +59,16 @@ def data(shape, dtype):
     return torch.randn(shape, dtype=dtype, generator=gen)
 
 
+def least_slab_work(chunk):
+    """One rank's least work in a slab fft2 (``chunk`` is overwritten): two batched 1-D passes,
+    each followed by a copy into memory already touched (the all-to-all's share); one fresh
+    result, as torch's ``fft2`` allocates."""
+    out = torch.fft.fft(chunk, dim=-1)
+    chunk.copy_(out)
+    torch.fft.fft(chunk, dim=-1, out=out)
+    chunk.copy_(out)
+
+
 def worker(args):
     import torchheat as th
 
@@ -80,12 +98,16 @@ def main():
     if args.worker:
         return worker(args)
     options = ["--repeats", str(args.repeats)] + (["--full"] if args.full else [])
+    fft2 = next(iter(cases(args.full)))  # the first case
     rounds = []
     for _ in range(args.rounds):
         times = {"torch": {}}
         for name, (shape, dtype, fn) in cases(args.full).items():
             times["torch"][name] = scaling.best_ms(fn, data(shape, dtype), args.repeats)
             times["torch"][name + CPU] = scaling.best_ms(fn, data(shape, dtype), args.repeats, clock=time.process_time)
+        side = cases(args.full)[fft2][0][0]
+        times["ceiling"] = {p: scaling.best_ms(least_slab_work, data((side // p, side), torch.complex64), args.repeats)
+                            for p in args.procs if p > 1}
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
         rounds.append(times)
     best = {c: {name: min(r[c][name] for r in rounds) for name in rounds[0]["torch"]} for c in ["torch", *args.procs]}
@@ -97,6 +119,10 @@ def main():
         row = f"{name:<28}{base:>9.1f}" + "".join(f"{t:>9.1f}" for t in ms)
         row += "".join(f"{base / t:>13.2f}" for t in ms) + "".join(f"{base / t / p:>9.2f}" for t, p in zip(ms, args.procs))
         print(row)
+    for p in [p for p in args.procs if p > 1]:
+        least = min(r["ceiling"][p] for r in rounds)
+        print(f"{fft2} ceiling at p={p}: two local passes and two copies of 1/{p} take {least:.1f} ms, "
+              f"so efficiency <= {best['torch'][fft2] / least / p:.2f}")
     return 0
 
 

@@ -1,13 +1,15 @@
 """Parallel I/O throughput: torchheat at 1 and 2 processes against plain h5py/numpy in one process.
 
-    python benchmarks/io.py [--gib 0.25] [--repeats 2] [--procs 1 2] [--dir DIR]
+    python benchmarks/io.py [--gib 0.25] [--repeats 2] [--rounds 1] [--procs 1 2] [--dir DIR]
 
 Writes then reads a float32 (n, 64) dataset of ``--gib`` GiB (the issue's figure is 1 GiB;
 the default is smaller so that a run stays short on a shared machine) to HDF5 and to npy:
 first with plain h5py/numpy in this process, then with ``th.io`` under ``mpiexec -n p``
 (``--worker``), split along axis 0. Before every read the file is flushed to disk and dropped
 from the page cache (``posix_fadvise``), so reads come from the disk, not from memory.
-Every entry is the best of ``--repeats`` runs. Prints GiB/s, the ratio to the plain library,
+Every entry is the best of ``--repeats`` runs in each of ``--rounds`` rounds, which alternate
+the plain libraries and every p (this disk's speed drifts by several times within a minute,
+so one long stretch per column compares the disk's moods, not the libraries). Prints GiB/s, the ratio to the plain library,
 and the peak memory a rank added during the operation (its high-water mark, reset before each
 run) divided by its share of the data.
 """
@@ -139,6 +141,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gib", type=float, default=0.25, help="size of the dataset in GiB (issue: 1)")
     parser.add_argument("--repeats", type=int, default=2, help="runs per entry (the best is reported)")
+    parser.add_argument("--rounds", type=int, default=1, help="alternating rounds of all columns (the best is reported)")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process counts to launch")
     parser.add_argument("--dir", default=None, help="folder for the files (default: a new temporary folder)")
     launcher = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec"
@@ -151,14 +154,18 @@ def main():
     own = args.dir is None
     args.dir = args.dir or tempfile.mkdtemp(prefix="torchheat-io-")
     try:
-        base = plain(args, args.dir)
-        runs = {p: scaling.launch(args, p, __file__, MARKER, field=None, options=["--gib", str(args.gib), "--repeats", str(args.repeats), "--dir", args.dir]) for p in args.procs}
+        options = ["--gib", str(args.gib), "--repeats", str(args.repeats), "--dir", args.dir]
+        rounds = [(plain(args, args.dir), {p: scaling.launch(args, p, __file__, MARKER, field=None, options=options)
+                                           for p in args.procs}) for _ in range(args.rounds)]
     finally:
         if own:
             shutil.rmtree(args.dir, ignore_errors=True)
+    base = {fmt: {op: best([r[0][fmt][op] for r in rounds]) for op in ("write", "read")} for fmt in ("hdf5", "npy")}
+    runs = {p: {fmt: {op: best([r[1][p][fmt][op] for r in rounds]) for op in ("write", "read")} for fmt in ("hdf5", "npy")}
+            for p in args.procs}
     n = rows(args.gib)
     size = n * COLUMNS * 4
-    print(f"float32 ({n}, {COLUMNS}) = {size / 2**30:.2f} GiB, best of {args.repeats} runs; reads from disk "
+    print(f"float32 ({n}, {COLUMNS}) = {size / 2**30:.2f} GiB, best of {args.rounds} rounds x {args.repeats} runs; reads from disk "
           "(file evicted from the page cache); peak = memory a rank added / its share")
     print(f"{'format':<7}{'op':<7}{'who':<16}{'GiB/s':>8}{'vs plain':>10}{'peak/share':>12}")
     for fmt, lib in (("hdf5", "h5py"), ("npy", "numpy")):
