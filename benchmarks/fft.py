@@ -99,13 +99,13 @@ def main():
         return worker(args)
     options = ["--repeats", str(args.repeats)] + (["--full"] if args.full else [])
     fft2 = next(iter(cases(args.full)))  # the first case
+    side = cases(args.full)[fft2][0][0]
     rounds = []
     for _ in range(args.rounds):
         times = {"torch": {}}
         for name, (shape, dtype, fn) in cases(args.full).items():
             times["torch"][name] = scaling.best_ms(fn, data(shape, dtype), args.repeats)
             times["torch"][name + CPU] = scaling.best_ms(fn, data(shape, dtype), args.repeats, clock=time.process_time)
-        side = cases(args.full)[fft2][0][0]
         times["ceiling"] = {p: scaling.best_ms(least_slab_work, data((side // p, side), torch.complex64), args.repeats)
                             for p in args.procs if p > 1}
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})

@@ -9,8 +9,8 @@ first with plain h5py/numpy in this process, then with ``th.io`` under ``mpiexec
 from the page cache (``posix_fadvise``), so reads come from the disk, not from memory.
 Every entry is the best of ``--repeats`` runs in each of ``--rounds`` rounds, which alternate
 the plain libraries and every p (this disk's speed drifts by several times within a minute,
-so one long stretch per column compares the disk's moods, not the libraries). Prints GiB/s, the ratio to the plain library,
-and the peak memory a rank added during the operation (its high-water mark, reset before each
+so one long stretch per column compares the disk's moods, not the libraries). Prints GiB/s,
+the ratio to the plain library, and the peak memory a rank added during the operation (its high-water mark, reset before each
 run) divided by its share of the data.
 """
 import argparse
@@ -76,6 +76,11 @@ def evict(path: str) -> None:
 
 def best(runs):
     return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def merged(tables):
+    """One table of ``{format: {op: (time, peak)}}`` from several rounds' (best time, largest peak)."""
+    return {fmt: {op: best([t[fmt][op] for t in tables]) for op in tables[0][fmt]} for fmt in tables[0]}
 
 
 def plain(args, folder):
@@ -160,9 +165,8 @@ def main():
     finally:
         if own:
             shutil.rmtree(args.dir, ignore_errors=True)
-    base = {fmt: {op: best([r[0][fmt][op] for r in rounds]) for op in ("write", "read")} for fmt in ("hdf5", "npy")}
-    runs = {p: {fmt: {op: best([r[1][p][fmt][op] for r in rounds]) for op in ("write", "read")} for fmt in ("hdf5", "npy")}
-            for p in args.procs}
+    base = merged([r[0] for r in rounds])
+    runs = {p: merged([r[1][p] for r in rounds]) for p in args.procs}
     n = rows(args.gib)
     size = n * COLUMNS * 4
     print(f"float32 ({n}, {COLUMNS}) = {size / 2**30:.2f} GiB, best of {args.rounds} rounds x {args.repeats} runs; reads from disk "
