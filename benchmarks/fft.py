@@ -21,7 +21,8 @@ axis (torch's fastest call; a pass along a strided axis is slower, and torch's o
 its column pass inside one multi-dimensional transform that no per-axis call reaches); and the
 columns reach it, and its result leaves it, through two all-to-alls, each at least one copy of
 its chunk. Timed here in one process with nothing else running, the copies into memory
-already touched, ``torch / (p * (two passes + two copies))`` is a ceiling on the efficiency at p.
+already touched, ``torch / (p * (two passes + two copies))`` is a ceiling on the efficiency at p (a tight one
+with ``--full``; the default sizes fit in cache, where it can exceed 1).
 """
 import argparse
 import importlib.util
