@@ -1,6 +1,6 @@
 """Shape ops that move rows between ranks, at 1 and 2 processes against plain torch.
 
-    python benchmarks/shape.py [--n 4000000] [--repeats 5] [--procs 1 2]
+    python benchmarks/shape.py [--n 6000000] [--repeats 5] [--procs 1 2]
 
 Ops (float64, global input of n elements split along axis 0):
   reshape chain   x.t() (split along axis 1) -> (n/600, 600) -> (n/1000, 1000): the rows cross
@@ -117,7 +117,7 @@ def worker(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--n", type=int, default=4 * 10**6, help="global elements of x (a multiple of 6000)")
+    parser.add_argument("--n", type=int, default=6 * 10**6, help="global elements of x (a multiple of 6000)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
     launcher = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or "mpiexec"

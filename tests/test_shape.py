@@ -270,6 +270,7 @@ def test_view_raises_torchs_error_where_rows_would_span_ranks(comm):
 OTHER = torch.randn(2, 3, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
 BLOCKS = {
     "cat(dim=0) with a plain operand": lambda a: torch.cat([a, OTHER, a], 0),
+    "cat(dim=0)": lambda a: torch.cat([a, a * 2]),
     "cat(dim=1)": lambda a: torch.cat([a, a], 1),
     "concatenate(axis=-1)": lambda a: torch.concatenate((a, a.flip(2)), axis=-1),
     "concat with legacy empty": lambda a: torch.concat([a, torch.empty(0, dtype=a.dtype)]),
@@ -319,6 +320,10 @@ def test_cat_along_the_split_axis_is_one_exchange_into_the_balanced_layout(comm)
     assert [e.collective for e in log] == (["alltoallv"])
     assert z.is_balanced and z.split_dim == 0
     assert_dist_close(z, torch.cat([a, b, b]))
+    u = torch.cat([x, y])  # (the received rows in order: the exchange's buffer is the result)
+    assert_dist_close(u, torch.cat([a, b]))
+    u.mul_(0)  # the result owns its memory
+    assert_dist_close(x, a), assert_dist_close(y, b)
     with th.debug.comm_log() as log:
         w = torch.cat([x, th.distribute(a, 1)], 1)  # aligned to the first operand's layout
     assert_dist_close(w, torch.cat([a, a], 1), split=0)

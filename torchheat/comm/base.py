@@ -42,6 +42,11 @@ def values(t: torch.Tensor) -> torch.Tensor:
     return t.resolve_conj().resolve_neg()
 
 
+def _same_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether the non-empty views ``a`` and ``b`` address the same elements in the same order."""
+    return a.numel() > 0 and a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.stride() == b.stride()
+
+
 def dense(t: torch.Tensor) -> bool:
     """Whether ``t``'s elements fill its whole storage once each (a contiguous tensor, or a
     permutation of one)."""
@@ -365,18 +370,21 @@ class Communicator(abc.ABC):
         spares the page faults of a fresh chunk."""
         src = values(src)
         sends = [layout.narrow(src, s) for s in send]
+        summed = layout.overlapping(tuple(recv), tuple(out_shape))
         if consume and dense(src) and 0 < torch.Size(out_shape).numel() <= src.numel():
-            packed = self.stage([s if s.numel() else None for s in sends], "send")
-            for h, s in zip(packed, sends):
-                if h is not None:
-                    h.copy_(s)
-            sends = [s if h is None else h for h, s in zip(packed, sends)]
             out = torch.empty(0, dtype=src.dtype, device=src.device).set_(src.untyped_storage(), 0, out_shape)
+            parts = [layout.narrow(out, r) for r in recv]
+            tiled = not summed and sum(r.numel() for r in parts) == out.numel()
+            if tiled and _same_memory(sends[self.rank], parts[self.rank]):  # our own part is in place already
+                sends[self.rank] = parts[self.rank] = out.new_empty(0)
+            live = [s if s.numel() else None for s in sends]
+            if any(v is not None for v in live):
+                sends = [s if h is None else h.copy_(s) for h, s in zip(self.stage(live, "send"), sends)]
         else:
             out = torch.empty(out_shape, dtype=src.dtype, device=src.device)
-        parts = [layout.narrow(out, r) for r in recv]
-        summed = layout.overlapping(tuple(recv), tuple(out_shape))
-        if summed or sum(r.numel() for r in parts) != out.numel():  # parts do not tile the result
+            parts = [layout.narrow(out, r) for r in recv]
+            tiled = not summed and sum(r.numel() for r in parts) == out.numel()
+        if not tiled:  # the parts leave gaps, or overlap
             out.zero_()
         debug.record("alltoallv", sum(nbytes(s) for i, s in enumerate(sends) if i != self.rank), self.size)
         sends = [s if s.numel() else None for s in sends]

@@ -58,10 +58,10 @@ def assemble(parts: List[Tuple[int, torch.Tensor]], spans: Sequence[Sequence[Spa
     took = [_rows_below(s, hi) - _rows_below(s, lo) for s in spans]
     at = layout.offsets(tuple(took))
     recv = tuple(((axis, at[i], took[i]),) for i in range(comm.size))
-    buf = torch.cat([t for _, t in parts], axis)
+    buf = torch.cat([t for _, t in parts], axis)  # (a fresh tensor: the result may take its memory)
     shape = list(buf.shape)
     shape[axis] = sum(took)
-    got = cf.exchange(buf, comm, tuple(send), recv, torch.Size(shape))
+    got = cf.exchange(buf, comm, tuple(send), recv, torch.Size(shape), consume=True)
     pieces = []
     for i, s in enumerate(spans):  # where each received block goes in the result
         for first, n in s:
@@ -72,11 +72,24 @@ def assemble(parts: List[Tuple[int, torch.Tensor]], spans: Sequence[Sequence[Spa
         n = t.shape[axis]
         a = min(max(first, lo), first + n)
         pieces.append((a, cf.enter_replicated(t, comm).narrow(axis, a - first, max(0, min(first + n, hi) - a))))
+    if not fixed and _in_order(pieces, got, axis):  # the received rows are the result already
+        return got
     # The received buffer is always part of the result, if only with no rows: the exchange's
     # backward is collective, so it must be in every rank's graph.
     pieces.append((lo, got.narrow(axis, 0, 0)))
     pieces.sort(key=lambda p: p[0])
     return torch.cat([t for _, t in pieces], axis)
+
+
+def _in_order(pieces, got: torch.Tensor, axis: int) -> bool:
+    """Whether ``pieces`` (first result row, a narrow of ``got`` along ``axis``) are ``got``'s
+    rows in order."""
+    at = 0
+    for _, t in sorted(pieces, key=lambda p: p[0]):
+        if t.shape[axis] and t.storage_offset() != got.storage_offset() + at * got.stride(axis):
+            return False
+        at += t.shape[axis]
+    return at == got.shape[axis]
 
 
 def _spans_of(x: DistTensor, first: int = 0) -> List[List[Span]]:
