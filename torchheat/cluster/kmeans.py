@@ -1,17 +1,19 @@
 """K-means on samples split across processes: Lloyd's iterations with one reduction each.
 
 Each iteration computes, on every rank's rows, the ``n/p x k`` matrix
-``|c|^2 - 2 x . c`` (one matmul with the replicated centers, into a buffer reused by every
-iteration) and its row-wise argmin, then this rank's ``(k, d + 1)`` table of per-cluster
-sums of the samples and of their weights, and one allreduce of that table gives the new
-centers. The table is kept between iterations: after the first few iterations only a small
-fraction of the labels change, so the table is updated by adding the moved rows to their
-new clusters and subtracting them from their old ones (``index_add_``); it is recomputed
-from all rows (one accumulating ``index_put_`` and a ``bincount``) at the start of a run
-and whenever more than a tenth of this rank's labels change. The loop runs on the local
-chunk as plain tensors (no dispatch per small op); no per-cluster copy of the data is made.
-Empty clusters are relocated as scikit-learn does, to the samples farthest from their
-centers. ``inertia_`` is the sum of squared distances of the samples to their centers.
+``|c|^2 - 2 x . c`` (matmuls with the replicated centers, in blocks of rows whose distances
+stay in cache, in one buffer reused by every block and iteration) and its row-wise
+minimum, then this rank's ``(k, d + 1)`` table of per-cluster sums of the samples and of
+their weights, and one allreduce of that table gives the new centers. The table is kept
+between iterations: after the first few iterations only a small fraction of the labels
+change, so the table is updated by adding the moved rows to their new clusters and
+subtracting them from their old ones (``index_add_``); while more than a tenth of this
+rank's labels change (at the start of a run), it is summed from all rows instead (an
+accumulating ``index_put_`` per block of the assignment, while the block is in cache, and a
+``bincount``). The loop runs on the local chunk as plain tensors (no dispatch per small
+op); no per-cluster copy of the data is made. Empty clusters are relocated as
+scikit-learn does, to the samples farthest from their centers. ``inertia_`` is the sum of
+squared distances of the samples to their centers.
 
 Examples
 --------
@@ -37,6 +39,7 @@ from ._kcluster import KClusterBase
 __all__ = ["KMeans"]
 
 _BLOCK = 2048  # rows per block of the final inertia (two blocks of 512 KiB in float64: in cache)
+_DISTANCES, _MIN_ROWS = 1 << 16, 1024  # distances per block of an assignment (512 KiB in float64), fewest rows
 
 
 class KMeans(KClusterBase):
@@ -170,7 +173,7 @@ class _Lloyd:
         self.source = x if weights is None else x * weights[:, None]
         # the samples' DistTensor when they are split (sums then need an allreduce)
         self.split = samples if isinstance(samples, DistTensor) and samples.split_dim is not None else None
-        self._buffers, self._table, self._rows = None, None, None
+        self._buffers, self._table, self._rows, self._summed, self._many_moved = None, None, None, None, True
 
     def restart(self, centers):
         """Start a run from ``centers``: forget the table (the next iteration sums all rows)
@@ -178,19 +181,29 @@ class _Lloyd:
         self._table, self.origin = None, centers.mean(0)
 
     def assign(self, centers):
-        """This rank's labels for ``centers``, in the label buffer the table's labels do not use."""
-        k, n = centers.shape[0], self.x.shape[0]
+        """This rank's labels for ``centers``, in the label buffer the table's labels do not use.
+        While many labels change (at the start of a run), the table of all rows is summed
+        block by block too, while the block is in cache."""
+        k, n, d = centers.shape[0], self.x.shape[0], self.x.shape[1]
         if self._buffers is None or self._buffers[0].shape[1] != k:
-            self._buffers, self._table = (self.x.new_empty(n, k), *(
+            rows = max(1, min(n, max(_MIN_ROWS, _DISTANCES // k)))
+            self._buffers, self._table = (self.x.new_empty(rows, k), *(
                 torch.empty(n, dtype=torch.int64, device=self.x.device) for _ in range(2)), self.x.new_empty(n)), None
         dist, labels, spare, nearest = self._buffers
         if self._table is not None and labels is self._prev:
             labels, spare = spare, labels
         self._buffers = (dist, labels, spare, nearest)
+        sums = self.x.new_zeros(k, d) if self._table is None or self._many_moved else None
         # with c' = c - o: |x - c|^2 - |x - o|^2 = |c'|^2 + 2 o.c' - 2 x.c', small terms where o is near x
         c = centers - self.origin
-        torch.min(torch.addmm((c * (c + 2 * self.origin)).sum(1), self.x, c.T, alpha=-2, out=dist), 1,
-                  out=(nearest, labels))  # (min, not argmin: a tenth faster for few clusters)
+        bias, ct = (c * (c + 2 * self.origin)).sum(1), c.T
+        for start in range(0, n, dist.shape[0]):  # in blocks of rows whose distances stay in cache
+            end = min(start + dist.shape[0], n)
+            block = torch.addmm(bias, self.x[start:end], ct, alpha=-2, out=dist[:end - start])
+            torch.min(block, 1, out=(nearest[start:end], labels[start:end]))  # (min: faster than argmin)
+            if sums is not None:
+                sums.index_put_((labels[start:end],), self.source[start:end], accumulate=True)
+        self._summed = None if sums is None else (labels, sums)
         return labels
 
     def local_sums(self, labels):
@@ -198,7 +211,10 @@ class _Lloyd:
         last labels ``assign`` returned; they become the table's labels."""
         k, d = self._buffers[0].shape[1], self.x.shape[1]
         moved = None if self._table is None else (labels != self._prev).nonzero()[:, 0]
-        if moved is None or moved.shape[0] > labels.shape[0] // 10:  # many moved: summing all rows is cheaper
+        self._many_moved = moved is None or moved.shape[0] > labels.shape[0] // 10  # then summing all rows is cheaper
+        if self._summed is not None and self._summed[0] is labels:  # all rows summed by the assignment
+            table = torch.cat([self._summed[1], torch.bincount(labels, self.weights, minlength=k)[:, None]], 1)
+        elif self._many_moved:
             table = self.x.new_zeros(k, d + 1)
             table[:, :d].index_put_((labels,), self.source, accumulate=True)
             table[:, d] = torch.bincount(labels, self.weights, minlength=k)
@@ -211,7 +227,7 @@ class _Lloyd:
             table = self._table.clone()
             table[:, :d].index_add_(0, new, rows).index_add_(0, old, rows, alpha=-1)
             table[:, d] += torch.bincount(new, weights, minlength=k) - torch.bincount(old, weights, minlength=k)
-        self._table, self._prev = table, labels
+        self._table, self._prev, self._summed = table, labels, None
         return table
 
     def labels(self, local):
