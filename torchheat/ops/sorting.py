@@ -3,8 +3,9 @@
 Along an axis that is not split every op is local. Along the split axis:
 
 * ``sort, argsort, msort``: a sample sort. Strided samples of every chunk (about a thousand
-  per rank and splitter, one allgather: ranks get nearly equal parts) give ``p - 1`` splitters; every rank sends each element to the rank its
-  splitters name, in chunk order (one all-to-all of values and int64 global indices), sorts
+  per rank and splitter, one allgather: ranks get nearly equal parts) give ``p - 1``
+  splitters; every rank sends each element to the rank its splitters name, in chunk order
+  (one all-to-all of values and int64 global indices), sorts
   what it received once (a stable sort: the runs arrive in global-index order) by one
   radix sort of int32 keys (torch sorts 1-D integers by radix sort, with a pass per key
   byte): floats of at most 32 bits by their order-preserving bits, integers by the top 32
@@ -55,8 +56,9 @@ from ..tensor import DistTensor, relayout, wrap
 from .pointwise import write_out
 from .reductions import agree_on_errors, bind, extreme_identity, gather_parts, torch_error
 
-_SAMPLES = 1024  # strided samples per rank and splitter: a rank's part of the sample sort is then
-_MOST_SAMPLES = 1 << 14  # within about 2% of its share at 2 ranks (the imbalance is its sort's time)
+# Strided samples per rank and splitter, and at most per rank: each rank's part of the sample
+# sort is then within about 2% of its share at 2 ranks (a larger part is a longer local sort).
+_SAMPLES, _MOST_SAMPLES = 1024, 1 << 14
 _BLOCK = 1 << 16  # elements compared with the splitters at a time
 
 
