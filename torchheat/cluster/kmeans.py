@@ -219,13 +219,15 @@ class _Lloyd:
             table[:, :d].index_put_((labels,), self.source, accumulate=True)
             table[:, d] = torch.bincount(labels, self.weights, minlength=k)
         else:
-            if self._rows is None:  # memory touched only for the most rows that ever move: no page faults later
-                self._rows = torch.empty_like(self.source)
-            rows = torch.index_select(self.source, 0, moved, out=self._rows[:moved.shape[0]])
             new, old = labels[moved], self._prev[moved]
             weights = None if self.weights is None else self.weights[moved]
             table = self._table.clone()
-            table[:, :d].index_add_(0, new, rows).index_add_(0, old, rows, alpha=-1)
+            if self._rows is None:  # one small buffer for the moved rows, a block at a time
+                self._rows = self.source.new_empty(max(1, min(self.source.shape[0], _BLOCK)), d)
+            for start in range(0, moved.shape[0], self._rows.shape[0]):
+                at = slice(start, start + self._rows.shape[0])
+                rows = torch.index_select(self.source, 0, moved[at], out=self._rows[:moved[at].shape[0]])
+                table[:, :d].index_add_(0, new[at], rows).index_add_(0, old[at], rows, alpha=-1)
             table[:, d] += torch.bincount(new, weights, minlength=k) - torch.bincount(old, weights, minlength=k)
         self._table, self._prev, self._summed = table, labels, None
         return table
