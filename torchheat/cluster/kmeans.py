@@ -38,7 +38,7 @@ from ._kcluster import KClusterBase
 
 __all__ = ["KMeans"]
 
-_BLOCK = 2048  # rows per block of the final inertia (two blocks of 512 KiB in float64: in cache)
+_BLOCK = 2048  # rows per block of the final inertia and of the moved rows (512 KiB at d=32 in float64: in cache)
 _DISTANCES, _MIN_ROWS = 1 << 16, 1024  # distances per block of an assignment (512 KiB in float64), fewest rows
 
 
