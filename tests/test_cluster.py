@@ -82,6 +82,22 @@ def test_kmeans_far_from_the_origin_and_weighted_runs_of_many_iterations(comm):
     assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
 
 
+@pytest.mark.parametrize("k", [3, 6, 64])  # torch.min row-wise, or the transposed branch-free search in one or many blocks
+def test_the_nearest_center_search_takes_the_lowest_index_among_ties(k):
+    from torchheat.cluster.kmeans import _NearestCenter
+
+    g = torch.Generator().manual_seed(k)
+    x = torch.randint(-3, 4, (3000, 5), generator=g).double()  # integers: every distance exact, many exact ties
+    c = torch.randint(-3, 4, (k, 5), generator=g).double()
+    c[k - 1] = c[1]
+    bias = (c * c).sum(1)
+    expected = torch.argmin(bias - 2 * (x[:, None, :] * c).sum(2), 1)  # argmin: the first of the minima
+    search, labels = _NearestCenter(k, 1024, x), torch.empty(3000, dtype=torch.int64)
+    for start in range(0, 3000, 1024):  # the last block shorter
+        search(bias, c, x[start:start + 1024], out=labels[start:start + 1024])
+    assert torch.equal(labels, expected)
+
+
 def test_one_reduction_per_lloyd_iteration(comm):
     X = DATA["blobs"]
     x = th.distribute(X, 0)
