@@ -1,6 +1,6 @@
 """Estimators at 1 and 2 processes against scikit-learn and plain torch, one thread each.
 
-    python benchmarks/estimators.py [--n 100000] [--full] [--repeats 3] [--rounds 2] [--procs 1 2]
+    python benchmarks/estimators.py [--n 100000] [--full] [--repeats 3] [--rounds 2] [--procs 1 2] [--only KMeans ...]
 
 The data: ``n`` samples of 32 features (8 Gaussian blobs), float64; ``--full`` is the
 issue's size, ``n = 10^6``. Timed: KMeans (k=8, exactly 10 Lloyd iterations from the same
@@ -107,8 +107,9 @@ def best_times(task, repeats, barrier=lambda: None):
     return [wall * 1e3, cpu * 1e3]
 
 
-def time_all(tasks, repeats, barrier=lambda: None):
-    return {name: best_times(task, repeats, barrier) for name, task in tasks.items()}
+def time_all(tasks, args, barrier=lambda: None):
+    """``best_times`` of the tasks named in ``args.only``."""
+    return {name: best_times(tasks[name], args.repeats, barrier) for name in args.only}
 
 
 def worker(args):
@@ -120,7 +121,7 @@ def worker(args):
     xk, init = kmeans_data(args.n)
     tasks = torchheat_tasks(th.distribute(x, 0), th.distribute(y, 0), th.distribute(labels, 0), th.distribute(xk, 0),
                             init, th)
-    result = time_all(tasks, args.repeats, comm.barrier)
+    result = time_all(tasks, args, comm.barrier)
     if comm.rank == 0:
         print(MARKER + json.dumps(result), flush=True)
 
@@ -130,7 +131,7 @@ def main():
         sys.argv.remove("--full")
         sys.argv += ["--n", str(10 ** 6)]
     sys.argv += [] if "--n" in sys.argv else ["--n", str(10 ** 5)]
-    args = scaling.parse_args(__doc__, repeats=3, rounds=2)
+    args = scaling.parse_args(__doc__, repeats=3, rounds=2, names=NAMES)
     torch.set_num_threads(1)
     if args.worker:
         return worker(args)
@@ -141,12 +142,12 @@ def main():
     import torchheat as th
 
     rounds = []
-    options = ["--n", str(args.n), "--repeats", str(args.repeats)]
+    options = ["--n", str(args.n), "--repeats", str(args.repeats), "--only", *args.only]
     for _ in range(args.rounds):
         x, y, labels = data(args.n)
         xk, init = kmeans_data(args.n)
-        times = {"scikit-learn": time_all(sklearn_tasks(x, y, labels, xk, init), args.repeats),
-                 "torch": time_all(torchheat_tasks(x, y, labels, xk, init, th), args.repeats)}
+        times = {"scikit-learn": time_all(sklearn_tasks(x, y, labels, xk, init), args),
+                 "torch": time_all(torchheat_tasks(x, y, labels, xk, init, th), args)}
         del x, y, labels, xk
         times.update({p: scaling.launch(args, p, __file__, MARKER, field=None, options=options) for p in args.procs})
         rounds.append(times)
@@ -154,12 +155,12 @@ def main():
           f"{args.repeats} runs (ms); KMeans: k={K}, exactly {ITERATIONS} iterations in both libraries")
     cols = ["scikit-learn", "torch"] + list(args.procs)
     for i, what in enumerate(["wall time", "CPU time (of rank 0)"]):
-        best = {col: {name: min(r[col][name][i] for r in rounds) for name in NAMES} for col in rounds[0]}
+        best = {col: {name: min(r[col][name][i] for r in rounds) for name in args.only} for col in rounds[0]}
         header = f"{what:<16}" + "".join(f"{c if isinstance(c, str) else f'p={c}':>14}" for c in cols)
         header += "".join(f"{f'/sklearn p={p}':>15}" for p in args.procs)
         header += "".join(f"{f'eff p={p}':>9}" for p in args.procs if p != 1)
         print(header)
-        for name in NAMES:
+        for name in args.only:
             row = f"{name:<16}" + "".join(f"{best[c][name]:>14.1f}" for c in cols)
             row += "".join(f"{best[p][name] / best['scikit-learn'][name]:>15.2f}" for p in args.procs)
             if 1 in args.procs:

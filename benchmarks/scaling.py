@@ -109,9 +109,13 @@ def launch(args, p, script=__file__, marker=MARKER, field="ms", options=None):
     return report if field is None else report[field]
 
 
-def parse_args(doc, repeats=7, rounds=3):
-    """The command line of the benchmarks that launch themselves at several process counts."""
+def parse_args(doc, repeats=7, rounds=3, names=None):
+    """The command line of the benchmarks that launch themselves at several process counts
+    (with ``names``, the benchmark's cases: ``--only`` picks some of them)."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if names is not None:
+        parser.add_argument("--only", nargs="+", default=list(names), choices=names, metavar="NAME",
+                            help=f"only these cases, of {', '.join(names)}")
     parser.add_argument("--n", type=int, default=2 * 10**7, help="global number of elements")
     parser.add_argument("--repeats", type=int, default=repeats, help="timed runs per op and round (the best is reported)")
     parser.add_argument("--rounds", type=int, default=rounds, help="alternating rounds of all columns")
