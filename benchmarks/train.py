@@ -17,7 +17,10 @@ samples/s at p over p times plain torch's. Autograd-only is n/a while a layer of
 has no distributed rule (the run uses ``th.config.fallback = "error"``). "torch alone" is
 the ceiling: p plain torch processes, each training on its share at the same time, that
 never communicate (on p free cores its efficiency is 1; below that the machine's own
-limits: shared caches and memory bandwidth, or other programs). Every entry comes twice:
+limits: shared caches and memory bandwidth, or other programs). "torch lockstep" is the
+same run timed as if the ranks had waited for each other after every step at no cost (each
+step as long as its slowest rank's): the ceiling of a synchronized job, which on a machine
+whose cores' speeds jitter from step to step lies below "alone". Every entry comes twice:
 by wall time, and by CPU time (the CPU seconds of a rank, averaged over ranks), which
 counts the work done, communication included, but not time a rank spent descheduled: on
 a loaded machine it says what wall time would say on free cores. A rank blocked in gloo
@@ -67,10 +70,11 @@ def fake_batch(n):
     return torch.rand(n, *IMAGE, generator=g), torch.randint(0, 10, (n,), generator=g)
 
 
-def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: None, mean=float):
+def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: None, mean=float, lockstep=None):
     """Throughput of ``steps`` SGD steps on the given (local or split) batch, after two warm-up
     steps: ``[by wall time, by CPU time]``, the second with this process's CPU seconds
-    averaged over ranks by ``mean``."""
+    averaged over ranks by ``mean``. With ``lockstep`` (a function from this rank's step
+    times to every rank's), the wall time is the sum over steps of the slowest rank's step."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step():
@@ -81,12 +85,15 @@ def samples_per_s(model, images, labels, global_batch, steps, barrier=lambda: No
     for _ in range(2):
         step()
     barrier()
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, times = time.perf_counter(), time.process_time(), []
     for _ in range(steps):
+        times.append(time.perf_counter())
         step()
+        times[-1] = time.perf_counter() - times[-1]
     cpu = time.process_time() - cpu
     barrier()
-    return [global_batch * steps / (time.perf_counter() - start), global_batch * steps / mean(cpu)]
+    wall = time.perf_counter() - start if lockstep is None else sum(map(max, zip(*lockstep(times))))
+    return [global_batch * steps / wall, global_batch * steps / mean(cpu)]
 
 
 def worker(args):
@@ -123,9 +130,10 @@ def worker(args):
         def mean(x):
             return comm.allreduce(torch.tensor([x], dtype=torch.float64)).item() / size
 
-        if args.mode in ("dp", "alone"):  # alone: the ranks train side by side and never communicate
+        if args.mode in ("dp", "alone", "lockstep"):  # alone, lockstep: side by side, never communicating
             model = th.nn.DataParallel(model) if args.mode == "dp" else model
-            result = samples_per_s(model, images[share], labels[share], batch, args.steps, comm.barrier, mean)
+            lockstep = comm.allgather_obj if args.mode == "lockstep" else None
+            result = samples_per_s(model, images[share], labels[share], batch, args.steps, comm.barrier, mean, lockstep)
         else:
             try:
                 result = samples_per_s(model, th.distribute(images, 0), th.distribute(labels, 0), batch, args.steps,
@@ -134,6 +142,8 @@ def worker(args):
                 result = None
     if rank == 0:
         print(MARKER + json.dumps({"samples_per_s": result}), flush=True)
+    if args.mode == "ddp":  # else gloo's threads may still run at exit and abort the process
+        dist.destroy_process_group()
 
 
 def torchrun(args, p, options):
@@ -155,7 +165,8 @@ def columns(procs, only=None):
     whose names hold a string of ``only``)."""
     out = [("torch", 1, "local", None)]
     for p in procs:
-        out += [(f"torch alone p={p}", p, "mpiexec", "alone")] if p > 1 else []
+        if p > 1:
+            out += [(f"torch alone p={p}", p, "mpiexec", "alone"), (f"torch lockstep p={p}", p, "mpiexec", "lockstep")]
         out += [(f"DDP p={p}", p, "torchrun", "ddp"), (f"th DP mpi p={p}", p, "mpiexec", "dp"),
                 (f"th DP torch p={p}", p, "torchrun", "dp"), (f"th autograd p={p}", p, "mpiexec", "autograd")]
     return [c for c in out if c[0] == "torch" or only is None or any(s in c[0] for s in only)]

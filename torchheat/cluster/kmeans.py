@@ -190,7 +190,8 @@ class _Lloyd:
         if self._nearest is None or self._nearest.k != k:
             rows = max(1, min(n, max(_MIN_ROWS, _DISTANCES // k)))
             self._nearest = _NearestCenter(k, rows, self.x)
-            self._labels, self._table = [torch.empty(n, dtype=torch.int64, device=self.x.device) for _ in range(2)], None
+            self._labels = [torch.empty(n, dtype=torch.int64, device=self.x.device) for _ in range(2)]
+            self._table = None
         labels, spare = self._labels
         if self._table is not None and labels is self._prev:
             labels, spare = spare, labels
