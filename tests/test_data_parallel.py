@@ -124,6 +124,13 @@ def test_buckets(comm, cap_mb, buckets):
     assert_replicated_close([p.grad for p in model.parameters()], expected, rtol=1e-6, atol=1e-7)
 
 
+def test_the_first_bucket_closes_after_1_mb(comm):
+    """As in DDP: the last layers' gradients are reduced while backward computes the others'."""
+    net = torch.nn.Sequential(torch.nn.Linear(16, 1024), torch.nn.Linear(1024, 512), torch.nn.Linear(512, 10))
+    assert [len(b.params) for b in th.nn.DataParallel(net)._buckets] == [4, 2]  # 2.1 MB, then 68 KB
+    assert len(th.nn.DataParallel(net, bucket_cap_mb=4)._buckets) == 2
+
+
 def test_no_sync_accumulates(comm):
     data = batches(2)
     ref = mlp()
