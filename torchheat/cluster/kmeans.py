@@ -249,7 +249,7 @@ class _NearestCenter:
     branches: its column minima (a vectorized reduction over ``k`` rows), where each entry
     equals its column's minimum, and the first such row as ``k - max_j (k - j) [d_j = min]``.
     ``torch.min`` along the rows of a ``(rows, k)`` block branches on every comparison, which on
-    real data is unpredictable: 20-25 ms per 10^6 rows at k=8 against about 12, and the
+    real data is unpredictable: 23-26 ms per 10^6 rows at k=8 against about 13, and the
     transposed product is faster too from that many clusters; for fewer, the plain row-wise
     ``torch.min`` is.
     """
