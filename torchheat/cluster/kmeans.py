@@ -192,10 +192,9 @@ class _Lloyd:
             self._nearest = _NearestCenter(k, rows, self.x)
             self._labels = [torch.empty(n, dtype=torch.int64, device=self.x.device) for _ in range(2)]
             self._table = None
-        labels, spare = self._labels
-        if self._table is not None and labels is self._prev:
-            labels, spare = spare, labels
-        self._labels = [labels, spare]
+        if self._table is not None and self._labels[0] is self._prev:  # keep the table's labels
+            self._labels.reverse()
+        labels = self._labels[0]
         sums = self.x.new_zeros(k, d) if self._table is None or self._many_moved else None
         # with c' = c - o: |x - c|^2 - |x - o|^2 = |c'|^2 + 2 o.c' - 2 x.c', small terms where o is near x
         c = centers - self.origin
@@ -262,7 +261,7 @@ class _NearestCenter:
             ints = dict(dtype=torch.int32, device=like.device)
             self.equal = torch.empty(k, rows, dtype=torch.bool, device=like.device)
             self.scores, self.best = torch.empty(k, rows, **ints), torch.empty(rows, **ints)
-            self.weights = torch.arange(k, 0, -1, **ints)[:, None]  # k - j for row j
+            self.priority = torch.arange(k, 0, -1, **ints)[:, None]  # k - j for row j: the first row ranks highest
 
     def __call__(self, bias: torch.Tensor, c: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
         e = x.shape[0]
@@ -272,7 +271,7 @@ class _NearestCenter:
             return
         block = torch.addmm(bias[:, None], c, x.T, alpha=-2, out=self.distances[:, :e])
         minima = torch.amin(block, 0, out=self.minima[:e])
-        scores = torch.mul(torch.eq(block, minima, out=self.equal[:, :e]), self.weights, out=self.scores[:, :e])
+        scores = torch.mul(torch.eq(block, minima, out=self.equal[:, :e]), self.priority, out=self.scores[:, :e])
         torch.sub(self.k, torch.amax(scores, 0, out=self.best[:e]), out=out)
 
 

@@ -8,11 +8,11 @@ the forward got:
   ``DistributedDataParallel``): gradients are averaged over ranks. The parameters are cut
   into buckets of about ``bucket_cap_mb`` megabytes (in reverse order of registration, the
   order in which backward produces their gradients; the first bucket closes once it holds
-  1 MB, as in DDP, so that its reduction runs while the rest of backward does); a post-accumulate-grad hook notes
-  each parameter's gradient, and when a bucket is complete its gradients are copied into
-  one flat buffer (divided by the number of ranks on the way) and a non-blocking
-  allreduce of it starts while backward goes on; every later hook tests the pending
-  allreduces, since MPI advances them only inside MPI calls. At the end of backward (an
+  1 MB, as in DDP, so that its reduction runs while the rest of backward does); a
+  post-accumulate-grad hook notes each parameter's gradient, and when a bucket is complete
+  its gradients are copied into one flat buffer (divided by the number of ranks on the way)
+  and a non-blocking allreduce of it starts while backward goes on; every later hook tests
+  the pending allreduces, since MPI advances them only inside MPI calls. At the end of backward (an
   autograd engine callback) the remaining buckets are started and all are waited for, and
   each ``.grad`` becomes a view of its average in the flat buffer (nothing copied back). A
   backward that accumulates into those views (``zero_grad(set_to_none=False)``) reduces
